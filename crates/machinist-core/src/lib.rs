@@ -1,0 +1,30 @@
+//! # machinist-core
+//!
+//! The core of machinist, a distributed task queue that speaks Go Machinery's wire format.
+//! This crate has no network dependencies: it holds the wire types, the traits every adapter
+//! implements, the `Server` (producer side) and the `Worker` (consumer side), workflows,
+//! retries, `AsyncResult`, and in-memory adapters for tests.
+//!
+//! ## Layout
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `signature.rs`, `arg.rs`, `state.rs` | wire types: `Signature`, `Arg`, `TaskResult`, `TaskState`, `GroupMeta` |
+//! | `codec.rs` | where messages and states are encoded and decoded (Go's exact JSON) |
+//! | `time.rs` | Go's RFC 3339 time form |
+//! | `types.rs` | Rust types ⇄ Go type names (`int64`, `[]string` …) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod arg;
+mod codec;
+pub mod error;
+pub mod signature;
+pub mod state;
+pub mod time;
+pub mod types;
+
+pub use arg::{Arg, TaskResult};
+pub use error::{Error, Result};
+pub use signature::{Headers, Signature};
+pub use state::{GroupMeta, State, TaskState};
+pub use types::{FromArg, FromResults, GoValue, IntoArg, IntoArgs, IntoResults, TypeError};
