@@ -16,15 +16,37 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod arg;
+pub mod backend;
+pub mod broker;
 mod codec;
+pub mod config;
 pub mod error;
+pub mod id;
+pub mod lock;
+pub mod memory;
+pub mod result;
+pub mod retry;
+pub mod server;
 pub mod signature;
 pub mod state;
+pub mod task;
 pub mod time;
+pub mod trace;
 pub mod types;
+pub mod worker;
+pub mod workflow;
 
 pub use arg::{Arg, TaskResult};
+pub use backend::Backend;
+pub use broker::{Acknowledger, Broker, Consumer, Delivery};
+pub use config::Config;
 pub use error::{Error, Result};
+pub use lock::Lock;
+pub use result::{AsyncResult, ChainAsyncResult, ChordAsyncResult};
+pub use server::Server;
 pub use signature::{Headers, Signature};
 pub use state::{GroupMeta, State, TaskState};
+pub use task::{ArgError, Task, TaskContext, TaskError, TaskOutput, Variadic, blocking, task};
 pub use types::{FromArg, FromResults, GoValue, IntoArg, IntoArgs, IntoResults, TypeError};
+pub use worker::{ShutdownHandle, Stopped, Worker, WorkerHandle};
+pub use workflow::{Chain, Chord, Group};

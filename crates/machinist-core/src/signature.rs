@@ -194,6 +194,6 @@ impl Signature {
 
     /// Encodes the signature as Go does.
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(self)?)
+        Ok(crate::codec::to_go_json(self)?)
     }
 }

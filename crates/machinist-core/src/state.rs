@@ -168,7 +168,7 @@ impl TaskState {
 
     /// Encodes the state as Go does.
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(self)?)
+        Ok(crate::codec::to_go_json(self)?)
     }
 }
 
@@ -209,6 +209,6 @@ impl GroupMeta {
 
     /// Encodes as Go does.
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(self)?)
+        Ok(crate::codec::to_go_json(self)?)
     }
 }

@@ -28,6 +28,12 @@ pub fn format(t: &DateTime<Utc>) -> String {
     s
 }
 
+/// Like [`format()`], but `None` for a year outside 0–9999, which Go's `time.Time.MarshalJSON`
+/// refuses to encode (so a Go peer could not decode it either).
+pub fn try_format(t: &DateTime<Utc>) -> Option<String> {
+    (0..=9999).contains(&t.year()).then(|| format(t))
+}
+
 /// Formats an optional instant; `None` becomes Go's zero time.
 pub fn format_or_zero(t: Option<&DateTime<Utc>>) -> String {
     t.map_or_else(|| GO_ZERO_TIME.to_owned(), format)
@@ -50,6 +56,7 @@ pub fn display(t: &DateTime<Utc>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -59,6 +66,32 @@ mod tests {
         assert_eq!(format(&t), "2024-05-01T10:00:28.29704155Z");
         let t = parse("2024-05-01T10:00:28Z").unwrap().unwrap();
         assert_eq!(format(&t), "2024-05-01T10:00:28Z");
+    }
+
+    #[test]
+    fn refuses_years_go_cannot_encode() {
+        let t = parse("9999-12-31T23:59:59.999999999Z").unwrap().unwrap();
+        assert_eq!(
+            try_format(&t).as_deref(),
+            Some("9999-12-31T23:59:59.999999999Z")
+        );
+        let t = t + chrono::Duration::nanoseconds(1);
+        assert_eq!(try_format(&t), None);
+    }
+
+    #[test]
+    fn fraction_digits_zero_to_nine() {
+        let base = parse("2024-05-01T10:00:28Z").unwrap().unwrap();
+        for (text, nanos) in [
+            ("2024-05-01T12:00:28+02:00", 0),
+            ("2024-05-01T12:00:28.1+02:00", 100_000_000),
+            ("2024-05-01T12:00:28.12+02:00", 120_000_000),
+            ("2024-05-01T12:00:28.123456789+02:00", 123_456_789),
+            ("2024-05-01T09:30:28.000000001-00:30", 1),
+        ] {
+            let t = parse(text).unwrap().unwrap();
+            assert_eq!(t, base + chrono::Duration::nanoseconds(nanos), "{text}");
+        }
     }
 
     #[test]

@@ -1,1 +1,5 @@
 //! Integration tests.
+
+#[cfg(feature = "otel")]
+mod otel;
+mod wire;

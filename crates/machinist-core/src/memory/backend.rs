@@ -1,0 +1,607 @@
+//! [`MemoryBackend`]: a result [`Backend`] inside the process's memory.
+//!
+//! It exists so that tests and the quickstart can store and read task states, run groups and
+//! chords, and wait for results without a database, with the same contract as the real
+//! backends: Go's `TaskName`/`CreatedAt` merge, expiring keys, an exactly-once chord trigger.
+//!
+//! ## How it works
+//!
+//! * One `std::sync::Mutex` guards everything; it is never held across an `.await`.
+//! * Every write gets an expiry `results_expire_in` after it. Since that duration is the same
+//!   for every key, expiries come in write order: a FIFO of `(expiry, key, version)` records is
+//!   an exact expiry queue. Each write removes at most 64 expired entries from its front
+//!   (bounded work, never a scan); a record whose key was written again since is stale and is
+//!   skipped. Entries past their expiry are invisible to reads even before they are swept.
+//! * Expiry uses [`tokio::time::Instant`], so tests with a paused clock can `advance` past it.
+//! * [`Backend::wait_for_change`] waits on a [`Notify`] created for the key on demand and
+//!   removed when its last waiter leaves; see [`MemoryBackend`] for what it guarantees.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::state::{GroupMeta, State, TaskState};
+
+/// Go's default `ResultsExpireIn` (one hour), used when zero is given.
+const DEFAULT_EXPIRE_IN: Duration = Duration::from_secs(3600);
+/// The longest expiry honoured (about a century), so that `Instant` arithmetic cannot overflow.
+const MAX_EXPIRE_IN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How many expired entries one write removes at most.
+const SWEEP: usize = 64;
+
+/// An in-memory result [`Backend`]. Cloning is cheap and clones share the same store.
+///
+/// * `set_state` carries `TaskName` and `CreatedAt` over from the stored state for every state
+///   but PENDING ([`TaskState::merge_from`]) and refreshes the key's expiry.
+/// * Task states and group metadata expire `results_expire_in` after their last write.
+/// * `group_states` returns members in `TaskUUIDs` order; a missing group or member is
+///   [`Error::StateNotFound`] naming it. The `count` argument is not needed and ignored.
+/// * `trigger_chord` returns `true` exactly once per group; a missing group is
+///   [`Error::StateNotFound`].
+/// * `wait_for_change(uuid, timeout)` returns as soon as `uuid`'s state is written (or purged),
+///   or after `timeout`. It does **not** miss a write made between the caller's last
+///   `get_state(uuid)` and the wait: every key keeps the version of its last write and the
+///   version last observed by `get_state` or by a returning `wait_for_change`; when they differ
+///   the wait returns at once. With several callers reading the same key, one caller's read
+///   can mark a write as seen for the others, who then wait until the next write or their
+///   timeout (callers pass their poll interval, so this delays, never hangs).
+#[derive(Clone)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = self.inner.lock();
+        f.debug_struct("MemoryBackend")
+            .field("expire_in", &self.inner.expire_in)
+            .field("tasks", &store.tasks.len())
+            .field("groups", &store.groups.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryBackend {
+    /// A backend with Go's default expiry of one hour.
+    fn default() -> Self {
+        Self::new(DEFAULT_EXPIRE_IN)
+    }
+}
+
+struct Inner {
+    expire_in: Duration,
+    store: Mutex<Store>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // No code path panics while holding the lock with the store half-updated.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    tasks: HashMap<Arc<str>, TaskEntry>,
+    groups: HashMap<Arc<str>, GroupEntry>,
+    /// Expiry records in write order (hence in expiry order).
+    expiry: VecDeque<ExpiryRecord>,
+    /// Bumped by every write; identifies a write.
+    version: u64,
+    /// Keys someone waits on in `wait_for_change`.
+    waiters: HashMap<Arc<str>, Waiters>,
+}
+
+struct TaskEntry {
+    state: TaskState,
+    expires_at: Instant,
+    /// The write that stored `state`.
+    version: u64,
+    /// The last version a reader observed.
+    seen: u64,
+}
+
+struct GroupEntry {
+    meta: GroupMeta,
+    expires_at: Instant,
+    version: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Task,
+    Group,
+}
+
+struct ExpiryRecord {
+    at: Instant,
+    kind: Kind,
+    key: Arc<str>,
+    version: u64,
+}
+
+struct Waiters {
+    notify: Arc<Notify>,
+    count: usize,
+}
+
+/// A key already stored in `map`, shared, or a new one.
+fn shared_key<V>(map: &HashMap<Arc<str>, V>, key: &str) -> Arc<str> {
+    map.get_key_value(key)
+        .map_or_else(|| Arc::from(key), |(k, _)| Arc::clone(k))
+}
+
+impl Store {
+    /// Removes up to [`SWEEP`] expired entries.
+    fn sweep(&mut self, now: Instant) {
+        for _ in 0..SWEEP {
+            match self.expiry.front() {
+                Some(record) if record.at <= now => {}
+                _ => return,
+            }
+            let Some(record) = self.expiry.pop_front() else {
+                return;
+            };
+            match record.kind {
+                Kind::Task => {
+                    if self
+                        .tasks
+                        .get(&record.key)
+                        .is_some_and(|e| e.version == record.version)
+                    {
+                        self.tasks.remove(&record.key);
+                    }
+                }
+                Kind::Group => {
+                    if self
+                        .groups
+                        .get(&record.key)
+                        .is_some_and(|e| e.version == record.version)
+                    {
+                        self.groups.remove(&record.key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    fn live_task(&mut self, uuid: &str, now: Instant) -> Option<&mut TaskEntry> {
+        self.tasks.get_mut(uuid).filter(|e| e.expires_at > now)
+    }
+
+    fn live_group(&mut self, uuid: &str, now: Instant) -> Option<&mut GroupEntry> {
+        self.groups.get_mut(uuid).filter(|e| e.expires_at > now)
+    }
+
+    fn notify_waiters(&self, uuid: &str) {
+        if let Some(w) = self.waiters.get(uuid) {
+            w.notify.notify_waiters();
+        }
+    }
+
+    fn put_group(&mut self, key: Arc<str>, meta: GroupMeta, expires_at: Instant) {
+        let version = self.next_version();
+        self.expiry.push_back(ExpiryRecord {
+            at: expires_at,
+            kind: Kind::Group,
+            key: Arc::clone(&key),
+            version,
+        });
+        self.groups.insert(
+            key,
+            GroupEntry {
+                meta,
+                expires_at,
+                version,
+            },
+        );
+    }
+}
+
+/// Unregisters a `wait_for_change` waiter (also when the wait is cancelled) and marks the
+/// key's current version as observed.
+struct WaitGuard<'a> {
+    inner: &'a Inner,
+    key: Arc<str>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut store = self.inner.lock();
+        if let Some(w) = store.waiters.get_mut(&self.key) {
+            w.count -= 1;
+            if w.count == 0 {
+                store.waiters.remove(&self.key);
+            }
+        }
+        if let Some(entry) = store.live_task(&self.key, now) {
+            entry.seen = entry.version;
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend whose entries expire `results_expire_in` after their last write.
+    /// Zero means Go's default, one hour.
+    pub fn new(results_expire_in: Duration) -> Self {
+        let expire_in = if results_expire_in.is_zero() {
+            DEFAULT_EXPIRE_IN
+        } else {
+            results_expire_in.min(MAX_EXPIRE_IN)
+        };
+        MemoryBackend {
+            inner: Arc::new(Inner {
+                expire_in,
+                store: Mutex::new(Store::default()),
+            }),
+        }
+    }
+
+    /// How long entries live after their last write.
+    pub fn results_expire_in(&self) -> Duration {
+        self.inner.expire_in
+    }
+
+    fn expiry_from(&self, now: Instant) -> Instant {
+        now + self.inner.expire_in
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn set_state(&self, state: &TaskState) -> Result<()> {
+        let now = Instant::now();
+        let expires_at = self.expiry_from(now);
+        let mut store = self.inner.lock();
+        store.sweep(now);
+        let mut new = state.clone();
+        let mut seen = 0;
+        if let Some(previous) = store.live_task(&state.task_uuid, now) {
+            seen = previous.seen;
+            if state.state != State::Pending {
+                new.merge_from(&previous.state);
+            }
+        }
+        let version = store.next_version();
+        let key = shared_key(&store.tasks, &state.task_uuid);
+        store.expiry.push_back(ExpiryRecord {
+            at: expires_at,
+            kind: Kind::Task,
+            key: Arc::clone(&key),
+            version,
+        });
+        store.tasks.insert(
+            key,
+            TaskEntry {
+                state: new,
+                expires_at,
+                version,
+                seen,
+            },
+        );
+        store.notify_waiters(&state.task_uuid);
+        Ok(())
+    }
+
+    async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {
+        let now = Instant::now();
+        let mut store = self.inner.lock();
+        Ok(store.live_task(task_uuid, now).map(|entry| {
+            entry.seen = entry.version;
+            entry.state.clone()
+        }))
+    }
+
+    async fn init_group(&self, group_uuid: &str, task_uuids: &[String]) -> Result<()> {
+        let now = Instant::now();
+        let expires_at = self.expiry_from(now);
+        let mut store = self.inner.lock();
+        store.sweep(now);
+        let key = shared_key(&store.groups, group_uuid);
+        store.put_group(
+            key,
+            GroupMeta::new(group_uuid, task_uuids.to_vec()),
+            expires_at,
+        );
+        Ok(())
+    }
+
+    async fn get_group(&self, group_uuid: &str) -> Result<Option<GroupMeta>> {
+        let now = Instant::now();
+        let mut store = self.inner.lock();
+        Ok(store.live_group(group_uuid, now).map(|e| e.meta.clone()))
+    }
+
+    async fn group_states(&self, group_uuid: &str, _count: usize) -> Result<Vec<TaskState>> {
+        let now = Instant::now();
+        let store = self.inner.lock();
+        let meta = match store.groups.get(group_uuid) {
+            Some(e) if e.expires_at > now => &e.meta,
+            _ => return Err(Error::StateNotFound(group_uuid.to_owned())),
+        };
+        meta.task_uuids
+            .iter()
+            .map(|uuid| match store.tasks.get(uuid.as_str()) {
+                Some(e) if e.expires_at > now => Ok(e.state.clone()),
+                _ => Err(Error::StateNotFound(uuid.clone())),
+            })
+            .collect()
+    }
+
+    async fn trigger_chord(&self, group_uuid: &str) -> Result<bool> {
+        let now = Instant::now();
+        let expires_at = self.expiry_from(now);
+        let mut store = self.inner.lock();
+        store.sweep(now);
+        let Some(entry) = store.live_group(group_uuid, now) else {
+            return Err(Error::StateNotFound(group_uuid.to_owned()));
+        };
+        if entry.meta.chord_triggered {
+            return Ok(false);
+        }
+        let mut meta = entry.meta.clone();
+        meta.chord_triggered = true;
+        // A write like any other: it refreshes the group's expiry.
+        let key = shared_key(&store.groups, group_uuid);
+        store.put_group(key, meta, expires_at);
+        Ok(true)
+    }
+
+    async fn purge_state(&self, task_uuid: &str) -> Result<()> {
+        let mut store = self.inner.lock();
+        if store.tasks.remove(task_uuid).is_some() {
+            store.notify_waiters(task_uuid);
+        }
+        Ok(())
+    }
+
+    async fn purge_group(&self, group_uuid: &str) -> Result<()> {
+        self.inner.lock().groups.remove(group_uuid);
+        Ok(())
+    }
+
+    async fn wait_for_change(&self, task_uuid: &str, timeout: Duration) {
+        let (_guard, notified) = {
+            let now = Instant::now();
+            let mut store = self.inner.lock();
+            if let Some(entry) = store.live_task(task_uuid, now)
+                && entry.seen != entry.version
+            {
+                // Written since the caller last looked.
+                entry.seen = entry.version;
+                return;
+            }
+            let key = shared_key(&store.waiters, task_uuid);
+            let waiters = store
+                .waiters
+                .entry(Arc::clone(&key))
+                .or_insert_with(|| Waiters {
+                    notify: Arc::new(Notify::new()),
+                    count: 0,
+                });
+            waiters.count += 1;
+            // Created under the lock: a `notify_waiters` from any later write reaches it.
+            let notified = Arc::clone(&waiters.notify).notified_owned();
+            let guard = WaitGuard {
+                inner: &self.inner,
+                key,
+            };
+            (guard, notified)
+        };
+        let _ = tokio::time::timeout(timeout, notified).await;
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::arg::TaskResult;
+
+    fn backend() -> MemoryBackend {
+        MemoryBackend::new(Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn merge_keeps_task_name_and_created_at() {
+        let b = backend();
+        let pending = TaskState::pending("t1", "add");
+        b.set_state(&pending).await.unwrap();
+        b.set_state(&TaskState::started("t1")).await.unwrap();
+        b.set_state(&TaskState::success("t1", Vec::<TaskResult>::new()))
+            .await
+            .unwrap();
+        let got = b.get_state("t1").await.unwrap().unwrap();
+        assert!(got.is_success());
+        assert_eq!(got.task_name, "add");
+        assert_eq!(got.created_at, pending.created_at);
+
+        // PENDING replaces: nothing carried over.
+        let mut again = TaskState::pending("t1", "");
+        again.created_at = None;
+        b.set_state(&again).await.unwrap();
+        let got = b.get_state("t1").await.unwrap().unwrap();
+        assert_eq!(got.task_name, "");
+        assert_eq!(got.created_at, None);
+        assert!(b.get_state("missing").await.unwrap().is_none());
+        assert_eq!(b.describe(), "memory");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_hides_states_and_writes_refresh_it() {
+        let b = MemoryBackend::new(Duration::from_secs(10));
+        b.set_state(&TaskState::pending("a", "t")).await.unwrap();
+        b.set_state(&TaskState::pending("b", "t")).await.unwrap();
+        b.init_group("g", &["a".into()]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        b.set_state(&TaskState::started("b")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.get_state("a").await.unwrap().is_none(), "expired");
+        assert!(b.get_group("g").await.unwrap().is_none(), "expired");
+        assert!(b.get_state("b").await.unwrap().is_some(), "refreshed");
+        // A write sweeps the expired entries (and skips b's stale record).
+        b.set_state(&TaskState::pending("c", "t")).await.unwrap();
+        {
+            let store = b.inner.lock();
+            assert!(!store.tasks.contains_key("a"));
+            assert!(!store.groups.contains_key("g"));
+            assert!(store.tasks.contains_key("b"));
+        }
+        // An expired previous state is not merged.
+        b.set_state(&TaskState::started("a")).await.unwrap();
+        assert_eq!(b.get_state("a").await.unwrap().unwrap().task_name, "");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.get_state("b").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sweep_is_bounded_per_write() {
+        let b = MemoryBackend::new(Duration::from_secs(10));
+        for i in 0..200 {
+            b.set_state(&TaskState::received(&format!("t{i}")))
+                .await
+                .unwrap();
+        }
+        let later = Instant::now() + Duration::from_secs(11);
+        let mut store = b.inner.lock();
+        store.sweep(later);
+        assert_eq!(store.tasks.len(), 200 - SWEEP);
+        assert_eq!(store.expiry.len(), 200 - SWEEP);
+    }
+
+    #[tokio::test]
+    async fn group_states_in_order_and_missing_ones_named() {
+        let b = backend();
+        let ids: Vec<String> = ["x3", "x1", "x2"].iter().map(|s| (*s).into()).collect();
+        assert!(matches!(
+            b.group_states("g", 3).await,
+            Err(Error::StateNotFound(g)) if g == "g"
+        ));
+        b.init_group("g", &ids).await.unwrap();
+        let meta = b.get_group("g").await.unwrap().unwrap();
+        assert_eq!(meta.task_uuids, ids);
+        assert!(!meta.chord_triggered);
+        for id in ["x1", "x2"] {
+            b.set_state(&TaskState::success(id, vec![])).await.unwrap();
+        }
+        assert!(matches!(
+            b.group_states("g", 3).await,
+            Err(Error::StateNotFound(u)) if u == "x3"
+        ));
+        b.set_state(&TaskState::failure("x3", "boom"))
+            .await
+            .unwrap();
+        let states = b.group_states("g", 3).await.unwrap();
+        let order: Vec<_> = states.iter().map(|s| s.task_uuid.as_str()).collect();
+        assert_eq!(order, ["x3", "x1", "x2"]);
+        assert!(b.group_completed("g", 3).await.unwrap());
+        b.purge_group("g").await.unwrap();
+        assert!(b.get_group("g").await.unwrap().is_none());
+        b.purge_state("x1").await.unwrap();
+        assert!(b.get_state("x1").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trigger_chord_is_true_exactly_once() {
+        let b = backend();
+        assert!(matches!(
+            b.trigger_chord("g").await,
+            Err(Error::StateNotFound(_))
+        ));
+        b.init_group("g", &["a".into()]).await.unwrap();
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.trigger_chord("g").await.unwrap() })
+            })
+            .collect();
+        let mut wins = 0;
+        for h in handles {
+            wins += usize::from(h.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+        assert!(b.get_group("g").await.unwrap().unwrap().chord_triggered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_change_wakes_on_write() {
+        let b = backend();
+        b.set_state(&TaskState::pending("t", "n")).await.unwrap();
+        assert!(b.get_state("t").await.unwrap().is_some());
+        let writer = b.clone();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            writer.set_state(&TaskState::started("t")).await.unwrap();
+        });
+        b.wait_for_change("t", Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+        assert!(b.inner.lock().waiters.is_empty(), "waiter removed");
+
+        // Nothing written: the timeout ends the wait.
+        let start = Instant::now();
+        b.wait_for_change("t", Duration::from_millis(500)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_change_sees_write_since_last_read() {
+        let b = backend();
+        b.set_state(&TaskState::pending("t", "n")).await.unwrap();
+        assert!(b.get_state("t").await.unwrap().is_some());
+        b.set_state(&TaskState::started("t")).await.unwrap();
+        let start = Instant::now();
+        b.wait_for_change("t", Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "returns at once");
+        // That write is now seen: the next wait blocks until the timeout.
+        b.wait_for_change("t", Duration::from_secs(1)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+
+        // A key written for the first time after the caller saw nothing.
+        assert!(b.get_state("new").await.unwrap().is_none());
+        b.set_state(&TaskState::pending("new", "n")).await.unwrap();
+        let start = Instant::now();
+        b.wait_for_change("new", Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_waiters_all_wake() {
+        let b = backend();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.wait_for_change("t", Duration::from_secs(30)).await;
+                })
+            })
+            .collect();
+        while b.inner.lock().waiters.get("t").map_or(0, |w| w.count) < 8 {
+            tokio::task::yield_now().await;
+        }
+        b.set_state(&TaskState::pending("t", "n")).await.unwrap();
+        for h in handles {
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .expect("woken")
+                .unwrap();
+        }
+        assert!(b.inner.lock().waiters.is_empty());
+    }
+}

@@ -1,0 +1,724 @@
+//! The [`Worker`]: takes deliveries from the broker and decides what happens to each one. This
+//! is the only place that does: decode → registered? → RECEIVED → decode arguments → STARTED →
+//! run (panic guard, time limit, lease renewal) → SUCCESS / RETRY / FAILURE → callbacks and
+//! chords → acknowledge. A delivery is acknowledged only after its outcome is stored, so a
+//! worker that dies loses nothing.
+//!
+//! Concurrency is the same on every broker: at most `concurrency` tasks run at once and the
+//! worker holds at most that many unacknowledged deliveries; 0 means twice the CPU count.
+//!
+//! Shutdown: the first SIGINT/SIGTERM (or [`ShutdownHandle::graceful`]) stops fetching and waits
+//! up to `Config::shutdown_timeout` for running tasks; tasks still running then are cancelled and
+//! their deliveries returned to the broker. A second signal ([`ShutdownHandle::abort`]) does that
+//! at once.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::arg::{Arg, TaskResult};
+use crate::broker::{Consumer, Delivery};
+use crate::error::{Error, Result};
+use crate::retry;
+use crate::server::Server;
+use crate::signature::Signature;
+use crate::state::TaskState;
+use crate::task::{TaskContext, TaskError, TaskOutcome};
+use crate::trace;
+
+/// Header counting runs of a task (1 on the first run); survives retries.
+pub const ATTEMPT_HEADER: &str = "machinist_attempt";
+/// Header counting how often a task asked to be retried later.
+pub const RETRY_LATER_HEADER: &str = "machinist_retry_later";
+/// Header counting how often a message was requeued because no worker knew its task.
+pub const UNREGISTERED_HEADER: &str = "machinist_unregistered_requeues";
+
+type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+type SignatureHook = Arc<dyn Fn(&Signature) + Send + Sync>;
+type ConsumeHook = Arc<dyn Fn() -> bool + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Hooks {
+    error: Option<ErrorHook>,
+    pre_task: Option<SignatureHook>,
+    post_task: Option<SignatureHook>,
+    pre_consume: Option<ConsumeHook>,
+}
+
+/// Stops a running worker from elsewhere (another task, a test, a signal handler).
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownHandle {
+    stop: CancellationToken,
+    abort: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Stop fetching, let running tasks finish (up to the shutdown timeout).
+    pub fn graceful(&self) {
+        self.stop.cancel();
+    }
+    /// Stop at once: running tasks are cancelled and their messages returned to the broker.
+    pub fn abort(&self) {
+        self.stop.cancel();
+        self.abort.cancel();
+    }
+    /// True once a shutdown was asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// How a worker stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every running task finished.
+    Gracefully,
+    /// Some tasks were cancelled and their messages returned (shutdown timeout or abort).
+    Abruptly,
+}
+
+/// A running worker launched with [`Worker::launch_async`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    /// Stops it.
+    pub shutdown: ShutdownHandle,
+    join: tokio::task::JoinHandle<Result<Stopped>>,
+}
+
+impl WorkerHandle {
+    /// Waits for the worker to stop.
+    pub async fn wait(self) -> Result<Stopped> {
+        self.join
+            .await
+            .map_err(|e| Error::Other(format!("worker task failed: {e}")))?
+    }
+
+    /// Asks for a graceful stop and waits for it.
+    pub async fn quit(self) -> Result<Stopped> {
+        self.shutdown.graceful();
+        self.wait().await
+    }
+}
+
+/// Consumes tasks and runs them. Created by [`Server::new_worker`].
+#[derive(Clone)]
+pub struct Worker {
+    server: Server,
+    tag: String,
+    concurrency: usize,
+    queues: Vec<String>,
+    hooks: Hooks,
+    shutdown: ShutdownHandle,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("tag", &self.tag)
+            .field("concurrency", &self.concurrency)
+            .field("queues", &self.queues)
+            .finish()
+    }
+}
+
+/// What the run of a task came to.
+enum Ran {
+    Done(TaskOutcome),
+    /// The worker aborted while the task ran: give the message back.
+    Aborted,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        server: Server,
+        tag: String,
+        concurrency: usize,
+        queue: Option<String>,
+    ) -> Self {
+        let concurrency = if concurrency == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+        } else {
+            concurrency
+        };
+        let queue = queue.unwrap_or_else(|| server.config().default_queue.clone());
+        Worker {
+            server,
+            tag,
+            concurrency,
+            queues: vec![queue],
+            hooks: Hooks::default(),
+            shutdown: ShutdownHandle::default(),
+        }
+    }
+
+    /// Also consume `queue` (after the ones already listed).
+    pub fn add_queue(&mut self, queue: impl Into<String>) -> &mut Self {
+        self.queues.push(queue.into());
+        self
+    }
+
+    /// The queues consumed, in order.
+    pub fn queues(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// The effective concurrency (0 resolved).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Called with every task failure and every broker error (Go's `SetErrorHandler`).
+    pub fn set_error_handler(&mut self, f: impl Fn(&Error) + Send + Sync + 'static) {
+        self.hooks.error = Some(Arc::new(f));
+    }
+    /// Called before each task runs.
+    pub fn set_pre_task_handler(&mut self, f: impl Fn(&Signature) + Send + Sync + 'static) {
+        self.hooks.pre_task = Some(Arc::new(f));
+    }
+    /// Called after each task ran, whatever the outcome.
+    pub fn set_post_task_handler(&mut self, f: impl Fn(&Signature) + Send + Sync + 'static) {
+        self.hooks.post_task = Some(Arc::new(f));
+    }
+    /// Consulted before each fetch; `false` skips fetching for a moment.
+    pub fn set_pre_consume_handler(&mut self, f: impl Fn() -> bool + Send + Sync + 'static) {
+        self.hooks.pre_consume = Some(Arc::new(f));
+    }
+
+    /// A handle that stops this worker once launched.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Runs until shut down (by a signal unless `Config::no_unix_signals`, or by a
+    /// [`ShutdownHandle`]).
+    pub async fn launch(self) -> Result<Stopped> {
+        if !self.server.config().no_unix_signals {
+            spawn_signal_listener(self.shutdown.clone());
+        }
+        self.run().await
+    }
+
+    /// Starts the worker on the tokio runtime and returns at once.
+    pub fn launch_async(self) -> WorkerHandle {
+        let shutdown = self.shutdown.clone();
+        let join = tokio::spawn(self.launch());
+        WorkerHandle { shutdown, join }
+    }
+
+    fn report(&self, e: &Error) {
+        match &self.hooks.error {
+            Some(h) => h(e),
+            None => error!(worker = %self.tag, "{e}"),
+        }
+    }
+
+    async fn connect(&self) -> Option<Box<dyn Consumer>> {
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .server
+                .broker()
+                .consume(&self.queues, self.concurrency)
+                .await
+            {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    self.report(&e);
+                    let delay = retry::requeue_delay(attempt, Duration::from_secs(30));
+                    attempt = attempt.saturating_add(1);
+                    warn!(worker = %self.tag, "cannot consume, retrying in {delay:?}");
+                    tokio::select! {
+                        _ = self.shutdown.stop.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(self) -> Result<Stopped> {
+        let this = Arc::new(self);
+        this.run_loop().await
+    }
+
+    async fn run_loop(self: &Arc<Self>) -> Result<Stopped> {
+        info!(
+            worker = %self.tag,
+            broker = %self.server.broker().describe(),
+            backend = %self.server.backend().describe(),
+            queues = ?self.queues,
+            concurrency = self.concurrency,
+            "worker started"
+        );
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let tracker = TaskTracker::new();
+        let Some(mut consumer) = self.connect().await else {
+            return Ok(Stopped::Gracefully);
+        };
+        let mut failures = 0u32;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = self.shutdown.stop.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            if let Some(h) = &self.hooks.pre_consume
+                && !h()
+            {
+                drop(permit);
+                tokio::select! {
+                    _ = self.shutdown.stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.stop.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            match next {
+                Ok(Some(delivery)) => {
+                    failures = 0;
+                    let me = Arc::clone(self);
+                    tracker.spawn(async move {
+                        me.handle(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    drop(permit);
+                    self.report(&e);
+                    let delay = retry::requeue_delay(failures, Duration::from_secs(30));
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = self.shutdown.stop.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        info!(worker = %self.tag, running = tracker.len(), "stopping: no new tasks are taken");
+        if let Err(e) = consumer.stop().await {
+            self.report(&e);
+        }
+        tracker.close();
+        let timeout = self.server.config().shutdown_timeout;
+        let stopped = tokio::select! {
+            _ = tracker.wait() => Stopped::Gracefully,
+            _ = self.shutdown.abort.cancelled() => Stopped::Abruptly,
+            _ = tokio::time::sleep(timeout) => Stopped::Abruptly,
+        };
+        if stopped == Stopped::Abruptly {
+            warn!(worker = %self.tag, running = tracker.len(), "returning running tasks to the broker");
+            self.shutdown.abort.cancel();
+            tracker.wait().await;
+        }
+        info!(worker = %self.tag, ?stopped, "worker stopped");
+        Ok(stopped)
+    }
+
+    /// Handles one delivery from start to acknowledgement. Never panics, whatever the message.
+    async fn handle(&self, delivery: Delivery) {
+        let max = self.server.config().max_message_size;
+        if delivery.body.len() > max {
+            let reason = Error::MessageTooLarge {
+                size: delivery.body.len(),
+                max,
+            }
+            .to_string();
+            self.dead_letter(&delivery, &reason).await;
+            return;
+        }
+        let sig = match delivery.signature() {
+            Ok(sig) if !sig.name.is_empty() => sig,
+            Ok(_) => {
+                self.dead_letter(&delivery, "message has no task name")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                self.dead_letter(&delivery, &format!("undecodable message: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("task", name = %sig.name, uuid = %sig.uuid);
+        trace::extract(sig.headers.as_ref(), &span);
+        self.process(delivery, sig).instrument(span).await;
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+        error!(worker = %self.tag, queue = %delivery.queue, "dead-lettering message: {reason}");
+        if let Err(e) = delivery.dead_letter(reason).await {
+            self.report(&e);
+            // Keep the message rather than lose it.
+            let _ = delivery.nack(true).await;
+        }
+    }
+
+    /// Settles a delivery whose outcome could not be stored: give it back after a pause, so a
+    /// backend outage does not become a hot loop.
+    async fn give_back(&self, delivery: &Delivery, e: &Error) {
+        self.report(e);
+        tokio::select! {
+            _ = self.shutdown.abort.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = delivery.nack(true).await {
+            self.report(&e);
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) {
+        if let Err(e) = delivery.ack().await {
+            self.report(&e);
+        }
+    }
+
+    async fn process(&self, delivery: Delivery, mut sig: Signature) {
+        let backend = self.server.backend().clone();
+        let Some(task) = self.server.get_task(&sig.name) else {
+            self.unregistered(&delivery, sig).await;
+            return;
+        };
+        if let Err(e) = backend.set_state(&TaskState::received(&sig.uuid)).await {
+            self.give_back(&delivery, &e).await;
+            return;
+        }
+        let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
+        let cancel = self.shutdown.abort.child_token();
+        let ctx = TaskContext::new(sig.clone(), attempt, cancel.clone());
+        let fut = match task.call(ctx, &sig.args) {
+            Ok(fut) => fut,
+            Err(e) => {
+                let text = format!("{}: {e}", sig.name);
+                self.finish_failed(&delivery, &sig, &text).await;
+                return;
+            }
+        };
+        if let Err(e) = backend.set_state(&TaskState::started(&sig.uuid)).await {
+            self.give_back(&delivery, &e).await;
+            return;
+        }
+        if let Some(h) = &self.hooks.pre_task {
+            h(&sig);
+        }
+        let limit = task.time_limit.or(self.server.config().task_time_limit);
+        let ran = self.run_guarded(fut, &delivery, limit, &cancel).await;
+        if let Some(h) = &self.hooks.post_task {
+            h(&sig);
+        }
+        let outcome = match ran {
+            Ran::Done(o) => o,
+            Ran::Aborted => {
+                warn!(uuid = %sig.uuid, "task interrupted by shutdown; message returned");
+                if let Err(e) = delivery.nack(true).await {
+                    self.report(&e);
+                }
+                return;
+            }
+        };
+        match outcome {
+            Ok(results) => self.finish_success(&delivery, &sig, results).await,
+            Err(TaskError::RetryLater { after, reason }) => {
+                let n = header_u32(&sig, RETRY_LATER_HEADER);
+                if n >= self.server.config().max_retry_later {
+                    let text =
+                        format!("{reason} (gave up after {n} retries requested by the task)");
+                    self.finish_failed(&delivery, &sig, &text).await;
+                } else {
+                    set_header(&mut sig, RETRY_LATER_HEADER, n + 1);
+                    self.retry(&delivery, sig, after).await;
+                }
+            }
+            Err(TaskError::Fatal(text)) => self.finish_failed(&delivery, &sig, &text).await,
+            Err(TaskError::Failed(text)) => {
+                if sig.retry_count > 0 {
+                    sig.retry_count -= 1;
+                    sig.retry_timeout = retry::fibonacci_next(sig.retry_timeout);
+                    let delay = Duration::from_secs(u64::try_from(sig.retry_timeout).unwrap_or(1));
+                    info!(uuid = %sig.uuid, error = %text, "task failed, retrying in {delay:?}");
+                    self.retry(&delivery, sig, delay).await;
+                } else {
+                    self.finish_failed(&delivery, &sig, &text).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the task future with a panic guard, the time limit and lease renewal.
+    async fn run_guarded(
+        &self,
+        fut: crate::task::BoxFuture<TaskOutcome>,
+        delivery: &Delivery,
+        limit: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Ran {
+        let mut fut = AssertUnwindSafe(fut).catch_unwind();
+        let lease = delivery.lease();
+        let renew_every = lease.map_or(Duration::MAX, |l| (l / 2).max(Duration::from_millis(10)));
+        let mut renew = tokio::time::interval_at(
+            tokio::time::Instant::now() + renew_every.min(Duration::from_secs(86_400 * 365)),
+            renew_every.min(Duration::from_secs(86_400 * 365)),
+        );
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let grace = self.server.config().time_limit_grace;
+        let mut limit_hit = false;
+        loop {
+            let limit_sleep = async {
+                match deadline {
+                    Some(d) if !limit_hit => tokio::time::sleep_until(d).await,
+                    Some(d) => tokio::time::sleep_until(d + grace).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                res = &mut fut => {
+                    if limit_hit {
+                        return Ran::Done(Err(TaskError::Failed("time limit exceeded".into())));
+                    }
+                    return Ran::Done(match res {
+                        Ok(outcome) => outcome,
+                        Err(panic) => Err(TaskError::Failed(panic_text(panic.as_ref()))),
+                    });
+                }
+                _ = self.shutdown.abort.cancelled() => return Ran::Aborted,
+                _ = renew.tick(), if lease.is_some() => {
+                    if let Some(l) = lease
+                        && let Err(e) = delivery.extend(l).await
+                    {
+                        self.report(&e);
+                    }
+                }
+                _ = limit_sleep => {
+                    if limit_hit {
+                        return Ran::Done(Err(TaskError::Failed("time limit exceeded".into())));
+                    }
+                    limit_hit = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Sends the task again with an ETA `after` from now: state RETRY, then (through
+    /// `send_task`) PENDING, then the old delivery is acknowledged.
+    async fn retry(&self, delivery: &Delivery, mut sig: Signature, after: Duration) {
+        let backend = self.server.backend();
+        let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
+        set_header(&mut sig, ATTEMPT_HEADER, attempt + 1);
+        sig.eta =
+            Some(Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX));
+        if let Err(e) = backend.set_state(&TaskState::retry(&sig.uuid)).await {
+            self.give_back(delivery, &e).await;
+            return;
+        }
+        if let Err(e) = self.server.send_task(sig).await {
+            self.give_back(delivery, &e).await;
+            return;
+        }
+        self.ack(delivery).await;
+    }
+
+    async fn finish_success(&self, delivery: &Delivery, sig: &Signature, results: Vec<TaskResult>) {
+        let backend = self.server.backend();
+        if let Err(e) = backend
+            .set_state(&TaskState::success(&sig.uuid, results.clone()))
+            .await
+        {
+            self.give_back(delivery, &e).await;
+            return;
+        }
+        debug!(uuid = %sig.uuid, "task succeeded");
+        for cb in &sig.on_success {
+            let mut cb = cb.clone();
+            if !sig.immutable {
+                cb.args.extend(results.iter().map(TaskResult::to_arg));
+            }
+            if let Err(e) = self.server.send_task(cb).await {
+                self.report(&e);
+            }
+        }
+        if let Err(e) = self.maybe_trigger_chord(sig).await {
+            self.report(&e);
+        }
+        self.ack(delivery).await;
+    }
+
+    /// After a group member succeeded: if the whole group is done, exactly one worker sends the
+    /// chord callback (or, if a member failed, stores the callback as FAILURE naming it).
+    async fn maybe_trigger_chord(&self, sig: &Signature) -> Result<()> {
+        let Some(callback) = &sig.chord_callback else {
+            return Ok(());
+        };
+        if sig.group_uuid.is_empty() {
+            return Ok(());
+        }
+        let backend = self.server.backend();
+        let count = usize::try_from(sig.group_task_count).unwrap_or(0);
+        if !backend.group_completed(&sig.group_uuid, count).await? {
+            return Ok(());
+        }
+        if !backend.trigger_chord(&sig.group_uuid).await? {
+            return Ok(());
+        }
+        let states = backend.group_states(&sig.group_uuid, count).await?;
+        if let Some(failed) = states.iter().find(|s| !s.is_success()) {
+            let text = chord_failure_text(&failed.task_uuid, &failed.task_name, &failed.error);
+            return backend
+                .set_state(&TaskState::failure(&callback.uuid, text))
+                .await;
+        }
+        let mut cb = (**callback).clone();
+        if !cb.immutable {
+            for s in &states {
+                cb.args
+                    .extend(s.results.iter().flatten().map(TaskResult::to_arg));
+            }
+        }
+        info!(group = %sig.group_uuid, callback = %cb.uuid, "group complete, sending chord callback");
+        self.server.send_task(cb).await.map(|_| ())
+    }
+
+    async fn finish_failed(&self, delivery: &Delivery, sig: &Signature, text: &str) {
+        let backend = self.server.backend();
+        if let Err(e) = backend
+            .set_state(&TaskState::failure(&sig.uuid, text))
+            .await
+        {
+            self.give_back(delivery, &e).await;
+            return;
+        }
+        self.report(&Error::TaskFailed(format!(
+            "task {} ({}) failed: {text}",
+            sig.name, sig.uuid
+        )));
+        for cb in &sig.on_error {
+            let mut cb = cb.clone();
+            cb.args.insert(0, Arg::new(text));
+            if let Err(e) = self.server.send_task(cb).await {
+                self.report(&e);
+            }
+        }
+        if let Some(callback) = &sig.chord_callback
+            && !sig.group_uuid.is_empty()
+        {
+            let failure = TaskState::failure(
+                &callback.uuid,
+                chord_failure_text(&sig.uuid, &sig.name, text),
+            );
+            if let Err(e) = backend.set_state(&failure).await {
+                self.report(&e);
+            }
+        }
+        self.ack(delivery).await;
+    }
+
+    /// No task of that name here: drop it if the message says so, else requeue it to its own
+    /// routing key with back-off, and dead-letter it after `unregistered_max_requeues`.
+    async fn unregistered(&self, delivery: &Delivery, mut sig: Signature) {
+        if sig.ignore_when_task_not_registered {
+            debug!(name = %sig.name, uuid = %sig.uuid, "dropping task nobody registered");
+            self.ack(delivery).await;
+            return;
+        }
+        let config = self.server.config();
+        let n = header_u32(&sig, UNREGISTERED_HEADER);
+        if n >= config.unregistered_max_requeues {
+            let reason = format!("task {:?} is not registered (requeued {n} times)", sig.name);
+            self.dead_letter(delivery, &reason).await;
+            return;
+        }
+        let delay = retry::requeue_delay(n, config.unregistered_max_backoff);
+        warn!(name = %sig.name, uuid = %sig.uuid, "task not registered here; requeued in {delay:?}");
+        set_header(&mut sig, UNREGISTERED_HEADER, n + 1);
+        sig.eta =
+            Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX));
+        if sig.routing_key.is_empty() {
+            sig.routing_key.clone_from(&delivery.queue);
+        }
+        match self.server.publish(&sig).await {
+            Ok(()) => self.ack(delivery).await,
+            Err(e) => self.give_back(delivery, &e).await,
+        }
+    }
+}
+
+fn chord_failure_text(uuid: &str, name: &str, error: &str) -> String {
+    format!("chord member {uuid} ({name}) failed: {error}")
+}
+
+fn header_u32(sig: &Signature, key: &str) -> u32 {
+    sig.headers
+        .as_ref()
+        .and_then(|h| h.get(key))
+        .and_then(|v| v.as_u64())
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn set_header(sig: &mut Signature, key: &str, value: u32) {
+    sig.headers
+        .get_or_insert_with(Default::default)
+        .insert(key, value);
+}
+
+/// The text of a panic payload: the message of `panic!("…")`, else a generic text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(e) = payload.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
+        e.to_string()
+    } else {
+        "task panicked".to_owned()
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful; second: abort.
+fn spawn_signal_listener(shutdown: ShutdownHandle) {
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            if wait_for_signal().await.is_err() {
+                return;
+            }
+            seen += 1;
+            if seen == 1 {
+                info!("signal received: waiting for running tasks to finish (send again to abort)");
+                shutdown.graceful();
+            } else {
+                warn!("second signal: aborting running tasks");
+                shutdown.abort();
+                return;
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
