@@ -14,6 +14,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -116,6 +117,8 @@ pub struct Worker {
     queues: Vec<String>,
     hooks: Hooks,
     shutdown: ShutdownHandle,
+    /// Set when a running task was interrupted by shutdown.
+    interrupted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -155,6 +158,7 @@ impl Worker {
             queues: vec![queue],
             hooks: Hooks::default(),
             shutdown: ShutdownHandle::default(),
+            interrupted: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -199,10 +203,17 @@ impl Worker {
     /// Runs until shut down (by a signal unless `Config::no_unix_signals`, or by a
     /// [`ShutdownHandle`]).
     pub async fn launch(self) -> Result<Stopped> {
+        let done = CancellationToken::new();
         if !self.server.config().no_unix_signals {
-            spawn_signal_listener(self.shutdown.clone());
+            // Registered before the first task is taken, so no signal finds the default action.
+            match Signals::new() {
+                Ok(signals) => spawn_signal_listener(signals, self.shutdown.clone(), done.clone()),
+                Err(e) => error!("cannot listen for signals: {e}"),
+            }
         }
-        self.run().await
+        let stopped = self.run().await;
+        done.cancel();
+        stopped
     }
 
     /// Starts the worker on the tokio runtime and returns at once.
@@ -315,16 +326,22 @@ impl Worker {
         }
         tracker.close();
         let timeout = self.server.config().shutdown_timeout;
-        let stopped = tokio::select! {
-            _ = tracker.wait() => Stopped::Gracefully,
-            _ = self.shutdown.abort.cancelled() => Stopped::Abruptly,
-            _ = tokio::time::sleep(timeout) => Stopped::Abruptly,
+        let drained = tokio::select! {
+            biased;
+            _ = self.shutdown.abort.cancelled() => false,
+            _ = tracker.wait() => true,
+            _ = tokio::time::sleep(timeout) => false,
         };
-        if stopped == Stopped::Abruptly {
+        if !drained {
             warn!(worker = %self.tag, running = tracker.len(), "returning running tasks to the broker");
             self.shutdown.abort.cancel();
             tracker.wait().await;
         }
+        let stopped = if self.interrupted.load(Ordering::Relaxed) {
+            Stopped::Abruptly
+        } else {
+            Stopped::Gracefully
+        };
         info!(worker = %self.tag, ?stopped, "worker stopped");
         Ok(stopped)
     }
@@ -423,6 +440,7 @@ impl Worker {
         let outcome = match ran {
             Ran::Done(o) => o,
             Ran::Aborted => {
+                self.interrupted.store(true, Ordering::Relaxed);
                 warn!(uuid = %sig.uuid, "task interrupted by shutdown; message returned");
                 if let Err(e) = delivery.nack(true).await {
                     self.report(&e);
@@ -485,6 +503,8 @@ impl Worker {
                 }
             };
             tokio::select! {
+                biased;
+                _ = self.shutdown.abort.cancelled() => return Ran::Aborted,
                 res = &mut fut => {
                     if limit_hit {
                         return Ran::Done(Err(TaskError::Failed("time limit exceeded".into())));
@@ -494,7 +514,6 @@ impl Worker {
                         Err(panic) => Err(TaskError::Failed(panic_text(panic.as_ref()))),
                     });
                 }
-                _ = self.shutdown.abort.cancelled() => return Ran::Aborted,
                 _ = renew.tick(), if lease.is_some() => {
                     if let Some(l) = lease
                         && let Err(e) = delivery.extend(l).await
@@ -687,13 +706,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// First SIGINT/SIGTERM: graceful; second: abort.
-fn spawn_signal_listener(shutdown: ShutdownHandle) {
+/// First SIGINT/SIGTERM: graceful; second: abort. Ends when the worker stopped (`done`).
+fn spawn_signal_listener(mut signals: Signals, shutdown: ShutdownHandle, done: CancellationToken) {
     tokio::spawn(async move {
         let mut seen = 0;
         loop {
-            if wait_for_signal().await.is_err() {
-                return;
+            tokio::select! {
+                _ = done.cancelled() => return,
+                () = signals.recv() => {}
             }
             seen += 1;
             if seen == 1 {
@@ -708,17 +728,42 @@ fn spawn_signal_listener(shutdown: ShutdownHandle) {
     });
 }
 
+/// SIGINT and SIGTERM, registered once so that no signal between two waits is missed.
 #[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
+/// Ctrl-C, where there are no unix signals.
 #[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals)
+    }
+    async fn recv(&mut self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -2,4 +2,5 @@
 
 #[cfg(feature = "otel")]
 mod otel;
+mod signals;
 mod wire;
