@@ -191,8 +191,8 @@ impl Server {
         }
     }
 
-    /// Encodes and publishes a prepared signature (no state written).
-    pub(crate) async fn publish(&self, sig: &Signature) -> Result<()> {
+    /// Encodes a prepared signature and checks its size.
+    fn encode(&self, sig: &Signature) -> Result<Bytes> {
         let body = sig.to_vec()?;
         let max = self.inner.config.max_message_size;
         if body.len() > max {
@@ -201,17 +201,25 @@ impl Server {
                 max,
             });
         }
-        self.inner.broker.publish(sig, Bytes::from(body)).await
+        Ok(Bytes::from(body))
+    }
+
+    /// Encodes and publishes a prepared signature (no state written).
+    pub(crate) async fn publish(&self, sig: &Signature) -> Result<()> {
+        let body = self.encode(sig)?;
+        self.inner.broker.publish(sig, body).await
     }
 
     /// Sends one task: stores PENDING, then publishes. A future ETA is kept by the broker.
+    /// A message that cannot be encoded or is too large fails before anything is stored.
     pub async fn send_task(&self, mut sig: Signature) -> Result<AsyncResult> {
         self.prepare(&mut sig);
+        let body = self.encode(&sig)?;
         self.inner
             .backend
             .set_state(&TaskState::pending(&sig.uuid, &sig.name))
             .await?;
-        self.publish(&sig).await?;
+        self.inner.broker.publish(&sig, body).await?;
         tracing::debug!(uuid = %sig.uuid, name = %sig.name, queue = %sig.routing_key, "sent task");
         Ok(AsyncResult::new(sig.uuid, self.inner.backend.clone()))
     }
@@ -230,7 +238,8 @@ impl Server {
     }
 
     /// Sends a group: stores the group meta, every member's PENDING, then publishes the members
-    /// with at most `send_concurrency` publishes in flight (0 = all at once).
+    /// with at most `send_concurrency` publishes in flight (0 = all at once). Every member is
+    /// encoded and size-checked first, so a bad member fails the group before anything is stored.
     pub async fn send_group(
         &self,
         group: Group,
@@ -240,6 +249,10 @@ impl Server {
         for t in &mut tasks {
             self.prepare(t);
         }
+        let bodies = tasks
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<Bytes>>>()?;
         let uuids: Vec<String> = tasks.iter().map(|t| t.uuid.clone()).collect();
         self.inner
             .backend
@@ -256,7 +269,8 @@ impl Server {
         } else {
             send_concurrency
         };
-        stream::iter(tasks.iter().map(|t| self.publish(t)))
+        let broker = &self.inner.broker;
+        stream::iter(tasks.iter().zip(bodies).map(|(t, b)| broker.publish(t, b)))
             .buffer_unordered(limit)
             .try_collect::<Vec<()>>()
             .await?;
