@@ -1,1 +1,492 @@
-//! placeholder
+//! # machinist-examples
+//!
+//! Go Machinery's example tasks (`v2/example/tasks/tasks.go`) as plain Rust functions, registered
+//! under the names Go's example workers use, so a Go producer's `add`, `sum_ints` … run on a
+//! machinist worker and the other way round.
+//!
+//! | name | Go signature | Rust |
+//! |---|---|---|
+//! | `add` | `func(args ...int64) (int64, error)` | [`add`] |
+//! | `multiply` | `func(args ...int64) (int64, error)` | [`multiply`] |
+//! | `sum_ints` | `func(numbers []int64) (int64, error)` | [`sum_ints`] |
+//! | `sum_floats` | `func(numbers []float64) (float64, error)` | [`sum_floats`] |
+//! | `concat` | `func(strs []string) (string, error)` | [`concat()`] |
+//! | `split` | `func(str string) ([]string, error)` | [`split`] |
+//! | `panic_task` | `func() (string, error)` | [`panic_task`] |
+//! | `long_running_task` | `func() error` | [`long_running_task`] |
+//! | `flaky` | (machinist's own) | [`flaky`] |
+//!
+//! [`register`] registers them all on a [`Server`]; [`run_demo`] runs Machinery's example `send`
+//! flow against an in-memory server and checks every result. The `quickstart` example and the
+//! `machinist demo` command both call it.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use machinist::memory::{MemoryBackend, MemoryBroker, MemoryLock};
+use machinist::{
+    AsyncResult, Chain, Chord, Config, Error, FromResults, Group, Server, Signature, Stopped,
+    TaskContext, TaskError, Variadic,
+};
+
+/// What [`panic_task`] panics with (Go's example panics with `errors.New("oops")`).
+pub const PANIC_MESSAGE: &str = "oops";
+
+/// One example task: the name it is registered under, its Go signature and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExampleTask {
+    /// The registered name (the `Name` of a message).
+    pub name: &'static str,
+    /// The Go function's signature, as in Go Machinery's example (`flaky` has no Go twin: its
+    /// signature is what a Go version would have).
+    pub go_signature: &'static str,
+    /// One line on what it does.
+    pub about: &'static str,
+}
+
+/// Every task [`register`] registers, in Go's order (then machinist's `flaky`).
+pub const EXAMPLE_TASKS: [ExampleTask; 9] = [
+    ExampleTask {
+        name: "add",
+        go_signature: "func(args ...int64) (int64, error)",
+        about: "sum of its arguments",
+    },
+    ExampleTask {
+        name: "multiply",
+        go_signature: "func(args ...int64) (int64, error)",
+        about: "product of its arguments (1 for none)",
+    },
+    ExampleTask {
+        name: "sum_ints",
+        go_signature: "func(numbers []int64) (int64, error)",
+        about: "sum of a []int64",
+    },
+    ExampleTask {
+        name: "sum_floats",
+        go_signature: "func(numbers []float64) (float64, error)",
+        about: "sum of a []float64",
+    },
+    ExampleTask {
+        name: "concat",
+        go_signature: "func(strs []string) (string, error)",
+        about: "the strings joined",
+    },
+    ExampleTask {
+        name: "split",
+        go_signature: "func(str string) ([]string, error)",
+        about: "the string's characters, one per element",
+    },
+    ExampleTask {
+        name: "panic_task",
+        go_signature: "func() (string, error)",
+        about: "panics with \"oops\" (the task fails with that error)",
+    },
+    ExampleTask {
+        name: "long_running_task",
+        go_signature: "func() error",
+        about: "logs a 10 s countdown; stops early when cancelled",
+    },
+    ExampleTask {
+        name: "flaky",
+        go_signature: "func(ctx context.Context) (string, error)",
+        about: "machinist's own: fails on attempt 1, succeeds on the next (send with retries)",
+    },
+];
+
+/// Go's `Add`: the sum of all arguments. Overflow wraps, as Go's `int64` addition does.
+pub async fn add(Variadic(args): Variadic<i64>) -> i64 {
+    args.into_iter().fold(0, i64::wrapping_add)
+}
+
+/// Go's `Multiply`: the product of all arguments (1 for none). Overflow wraps, as in Go.
+pub async fn multiply(Variadic(args): Variadic<i64>) -> i64 {
+    args.into_iter().fold(1, i64::wrapping_mul)
+}
+
+/// Go's `SumInts`: the sum of a `[]int64`. Overflow wraps, as in Go.
+pub async fn sum_ints(numbers: Vec<i64>) -> i64 {
+    numbers.into_iter().fold(0, i64::wrapping_add)
+}
+
+/// Go's `SumFloats`: the sum of a `[]float64`, added left to right as Go does.
+pub async fn sum_floats(numbers: Vec<f64>) -> f64 {
+    numbers.into_iter().fold(0.0, |sum, x| sum + x)
+}
+
+/// Go's `Concat`: the strings joined with nothing between them.
+pub async fn concat(strs: Vec<String>) -> String {
+    strs.concat()
+}
+
+/// Go's `Split`: `strings.Split(str, "")`, i.e. one element per character (an empty string
+/// gives an empty list).
+pub async fn split(s: String) -> Vec<String> {
+    s.chars().map(String::from).collect()
+}
+
+/// Go's `PanicTask`: panics with [`PANIC_MESSAGE`]. The worker catches the panic and stores the
+/// task as FAILURE with the panic's text as its error.
+pub async fn panic_task() -> String {
+    panic!("oops")
+}
+
+/// Go's `LongRunningTask`: logs a countdown from 10, one step a second, then finishes. When the
+/// task's cancellation fires (time limit reached, worker aborting) it stops at once and fails
+/// with "cancelled", where Go's version would sleep on.
+pub async fn long_running_task(ctx: TaskContext) -> Result<(), TaskError> {
+    tracing::info!(uuid = %ctx.uuid(), "long running task started");
+    for left in (1..=10).rev() {
+        tracing::info!(uuid = %ctx.uuid(), "{left}");
+        tokio::select! {
+            () = ctx.cancellation().cancelled() => {
+                tracing::info!(uuid = %ctx.uuid(), left, "long running task cancelled");
+                return Err(TaskError::fatal(format!("cancelled with {left} s to go")));
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!(uuid = %ctx.uuid(), "long running task finished");
+    Ok(())
+}
+
+/// Fails on its first attempt and succeeds on any later one, to show retries: sent with
+/// `.retries(n)` for `n >= 1`, it succeeds on attempt 2 (after Go's first Fibonacci back-off,
+/// 1 s). Its result says which attempt succeeded: `"succeeded on attempt 2"`.
+pub async fn flaky(ctx: TaskContext) -> Result<String, TaskError> {
+    let attempt = ctx.attempt();
+    if attempt < 2 {
+        return Err(TaskError::msg(format!(
+            "flaky fails on attempt {attempt}, on purpose"
+        )));
+    }
+    Ok(format!("succeeded on attempt {attempt}"))
+}
+
+/// Registers every example task under Go's name (see [`EXAMPLE_TASKS`]).
+pub fn register(server: &Server) {
+    server.register_task("add", add);
+    server.register_task("multiply", multiply);
+    server.register_task("sum_ints", sum_ints);
+    server.register_task("sum_floats", sum_floats);
+    server.register_task("concat", concat);
+    server.register_task("split", split);
+    server.register_task("panic_task", panic_task);
+    server.register_task("long_running_task", long_running_task);
+    server.register_task("flaky", flaky);
+}
+
+/// Keeps the demo's terminal output clean: the panic [`panic_task`] raises on purpose is
+/// reported by the worker as the task's error, so the default panic hook's message on stderr is
+/// only noise. Every other panic still goes to the previous hook. Call it from a binary, once.
+pub fn hide_expected_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() == Some(&PANIC_MESSAGE) {
+            tracing::debug!("panic_task panicked, as expected: {PANIC_MESSAGE}");
+            return;
+        }
+        previous(info);
+    }));
+}
+
+/// How long the demo waits for any one result before it calls the run a failure.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs Go Machinery's example `send` flow on an in-memory server with a worker, writes one line
+/// per result to `out` (`add(1, 1) = 2` …) and fails if any result is wrong, so CI can run it as
+/// a check: a single task, `sum_ints`, `sum_floats`, `concat`, `split`, a group, a chord, a
+/// chain, a delayed task, a retried task and a panicking task. It takes about a second: the
+/// delayed and the retried task are sent first and run while the others do.
+pub async fn run_demo(out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config {
+        no_unix_signals: true,
+        ..Config::default()
+    };
+    let server = Server::new(
+        config.clone(),
+        Arc::new(MemoryBroker::new()),
+        Arc::new(MemoryBackend::new(config.results_ttl())),
+        Arc::new(MemoryLock::new()),
+    );
+    register(&server);
+
+    let mut worker = server.new_worker("machinist_worker", 0);
+    worker.set_error_handler(|e| match e {
+        // Task failures are part of the demo (panic_task); the demo prints them itself.
+        Error::TaskFailed(text) => tracing::info!("{text}"),
+        e => tracing::error!("worker: {e}"),
+    });
+    let worker = worker.launch_async();
+
+    let outcome = send_all(&server, out).await;
+    let stopped = worker.quit().await.context("stopping the worker")?;
+    outcome?;
+    if stopped != Stopped::Gracefully {
+        bail!("the worker did not stop gracefully: {stopped:?}");
+    }
+    Ok(())
+}
+
+/// The flow itself (the worker is started and stopped by [`run_demo`]).
+async fn send_all(server: &Server, out: &mut impl Write) -> anyhow::Result<()> {
+    // Slow ones first, so that their waits overlap the rest.
+    let delay = Duration::from_secs(1);
+    let delayed_sent = Instant::now();
+    let mut delayed = server
+        .send_task(Signature::new("add").args((2i64, 3i64)).countdown(delay))
+        .await?;
+    let mut retried = server.send_task(Signature::new("flaky").retries(3)).await?;
+
+    let sum: i64 = result(server.send_task(add_sig(1, 1)).await?, "add").await?;
+    show(out, "add(1, 1)", sum, 2)?;
+
+    let sig = Signature::new("sum_ints").args(vec![1i64, 2, 3]);
+    let sum: i64 = result(server.send_task(sig).await?, "sum_ints").await?;
+    show(out, "sum_ints([1, 2, 3])", sum, 6)?;
+
+    let sig = Signature::new("sum_floats").args(vec![1.5f64, 2.7]);
+    let sum: f64 = result(server.send_task(sig).await?, "sum_floats").await?;
+    show(out, "sum_floats([1.5, 2.7])", sum, 4.2)?;
+
+    let sig = Signature::new("concat").args(vec!["foo", "bar"]);
+    let joined: String = result(server.send_task(sig).await?, "concat").await?;
+    show_debug(
+        out,
+        r#"concat(["foo", "bar"])"#,
+        joined,
+        "foobar".to_owned(),
+    )?;
+
+    let sig = Signature::new("split").args("foo");
+    let parts: Vec<String> = result(server.send_task(sig).await?, "split").await?;
+    let want: Vec<String> = vec!["f".into(), "o".into(), "o".into()];
+    show_debug(out, r#"split("foo")"#, parts, want)?;
+
+    let group = Group::new(vec![add_sig(1, 1), add_sig(2, 2), add_sig(5, 6)]);
+    let mut sums = Vec::new();
+    for r in server.send_group(group, 0).await? {
+        sums.push(result::<i64>(r, "group member").await?);
+    }
+    show_debug(
+        out,
+        "group(add(1, 1), add(2, 2), add(5, 6))",
+        sums,
+        vec![2, 4, 11],
+    )?;
+
+    let group = Group::new(vec![add_sig(1, 1), add_sig(2, 2), add_sig(5, 6)]);
+    let chord = Chord::new(group, Signature::new("multiply"));
+    let product: i64 = server
+        .send_chord(chord, 10)
+        .await?
+        .results(RESULT_TIMEOUT)
+        .await
+        .context("chord")?;
+    show(
+        out,
+        "chord(add(1, 1), add(2, 2), add(5, 6) -> multiply)",
+        product,
+        88,
+    )?;
+
+    let chain = Chain::new(vec![
+        add_sig(1, 1),
+        add_sig(2, 2),
+        add_sig(5, 6),
+        Signature::new("multiply").args(4i64),
+    ]);
+    let product: i64 = server
+        .send_chain(chain)
+        .await?
+        .results(RESULT_TIMEOUT)
+        .await
+        .context("chain")?;
+    show(
+        out,
+        "chain(add(1, 1) -> add(2, 2) -> add(5, 6) -> multiply(4))",
+        product,
+        68,
+    )?;
+
+    let sum: i64 = delayed
+        .results(RESULT_TIMEOUT)
+        .await
+        .context("delayed task")?;
+    let waited = delayed_sent.elapsed();
+    writeln!(
+        out,
+        "add(2, 3) with ETA +{delay:?} = {sum} (result after {:.2} s)",
+        waited.as_secs_f64()
+    )?;
+    check("delayed add(2, 3)", sum, 5)?;
+    // The ETA is wall-clock time; allow a little slack between the two clocks.
+    if waited + Duration::from_millis(50) < delay {
+        bail!("the delayed task ran after {waited:?}, before its ETA (+{delay:?})");
+    }
+
+    let text: String = retried
+        .results(RESULT_TIMEOUT)
+        .await
+        .context("retried task")?;
+    writeln!(
+        out,
+        "flaky() with .retries(3) = {text:?} (failed once, 2 attempts)"
+    )?;
+    check("flaky()", text.as_str(), "succeeded on attempt 2")?;
+
+    let panicked = server.send_task(Signature::new("panic_task")).await?;
+    match result::<String>(panicked, "panic_task").await {
+        Err(e) => match e.downcast_ref::<Error>() {
+            Some(Error::TaskFailed(text)) => {
+                writeln!(out, "panic_task() failed as expected: {text}")?;
+                check("panic_task() error", text.as_str(), PANIC_MESSAGE)?;
+            }
+            _ => return Err(e),
+        },
+        Ok(v) => bail!("panic_task() returned {v:?}; it should have failed with {PANIC_MESSAGE:?}"),
+    }
+    Ok(())
+}
+
+/// `add(a, b)`.
+fn add_sig(a: i64, b: i64) -> Signature {
+    Signature::new("add").args((a, b))
+}
+
+/// Waits for one task's results, decoded as `T`. The error keeps the library's
+/// [`machinist::Error`] reachable with `downcast_ref`.
+async fn result<T: FromResults>(mut r: AsyncResult, what: &str) -> anyhow::Result<T> {
+    let uuid = r.uuid().to_owned();
+    r.results(RESULT_TIMEOUT)
+        .await
+        .with_context(|| format!("{what} ({uuid})"))
+}
+
+/// Prints `what = got` and fails if `got` is not `want`.
+fn show<T>(out: &mut impl Write, what: &str, got: T, want: T) -> anyhow::Result<()>
+where
+    T: PartialEq + std::fmt::Display + std::fmt::Debug,
+{
+    writeln!(out, "{what} = {got}")?;
+    check(what, got, want)
+}
+
+/// Like [`show`], printing with `{:?}` (strings quoted, lists bracketed).
+fn show_debug<T>(out: &mut impl Write, what: &str, got: T, want: T) -> anyhow::Result<()>
+where
+    T: PartialEq + std::fmt::Debug,
+{
+    writeln!(out, "{what} = {got:?}")?;
+    check(what, got, want)
+}
+
+/// Fails with both values when `got` is not `want`.
+fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> anyhow::Result<()> {
+    if got != want {
+        bail!("{what}: got {got:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
+/// The README's Rust code blocks, compiled and run as doctests of this crate.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn arithmetic_matches_go() {
+        assert_eq!(add(Variadic(vec![1, 1])).await, 2);
+        assert_eq!(add(Variadic(vec![])).await, 0);
+        assert_eq!(add(Variadic(vec![i64::MAX, 1])).await, i64::MIN);
+        assert_eq!(multiply(Variadic(vec![2, 4, 11])).await, 88);
+        assert_eq!(multiply(Variadic(vec![])).await, 1);
+        assert_eq!(sum_ints(vec![1, 2, 3]).await, 6);
+        assert_eq!(sum_ints(vec![]).await, 0);
+    }
+
+    #[tokio::test]
+    async fn sum_floats_is_go_exact() {
+        assert_eq!(sum_floats(vec![1.5, 2.7]).await, 4.2);
+        assert_eq!(sum_floats(vec![]).await, 0.0);
+    }
+
+    #[tokio::test]
+    async fn strings_like_go() {
+        assert_eq!(concat(strings(&["foo", "bar"])).await, "foobar");
+        assert_eq!(concat(vec![]).await, "");
+        assert_eq!(split("foo".into()).await, strings(&["f", "o", "o"]));
+        assert_eq!(split("héé".into()).await, strings(&["h", "é", "é"]));
+        assert!(split(String::new()).await.is_empty());
+    }
+
+    fn context(attempt: u32) -> TaskContext {
+        TaskContext::new(Signature::new("t"), attempt, Default::default())
+    }
+
+    #[tokio::test]
+    async fn flaky_fails_once() {
+        assert!(matches!(flaky(context(1)).await, Err(TaskError::Failed(_))));
+        assert_eq!(
+            flaky(context(2)).await.expect("attempt 2"),
+            "succeeded on attempt 2"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_running_task_counts_down_or_stops_when_cancelled() {
+        let started = tokio::time::Instant::now();
+        long_running_task(context(1)).await.expect("finishes");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+        let ctx = context(1);
+        let cancel = ctx.cancellation().clone();
+        let run = tokio::spawn(long_running_task(ctx));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        cancel.cancel();
+        let err = run.await.expect("join").expect_err("cancelled");
+        assert_eq!(err, TaskError::fatal("cancelled with 7 s to go"));
+    }
+
+    #[test]
+    fn check_reports_both_values() {
+        let err = check("add(1, 1)", 3, 2).expect_err("wrong");
+        assert_eq!(err.to_string(), "add(1, 1): got 3, expected 2");
+        assert!(check("add(1, 1)", 2, 2).is_ok());
+    }
+
+    #[test]
+    fn registers_every_listed_task() {
+        let config = Config::default();
+        let server = Server::new(
+            config.clone(),
+            Arc::new(MemoryBroker::new()),
+            Arc::new(MemoryBackend::new(config.results_ttl())),
+            Arc::new(MemoryLock::new()),
+        );
+        register(&server);
+        let mut listed: Vec<String> = EXAMPLE_TASKS.iter().map(|t| t.name.to_owned()).collect();
+        listed.sort();
+        assert_eq!(server.registered_task_names(), listed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_passes() {
+        let mut out = Vec::new();
+        run_demo(&mut out).await.expect("demo");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("add(1, 1) = 2\n"), "{text}");
+        assert!(text.contains("= 88\n"), "{text}");
+        assert!(text.contains("= 68\n"), "{text}");
+        assert!(text.contains("failed as expected: oops\n"), "{text}");
+    }
+}

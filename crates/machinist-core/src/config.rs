@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 /// Settings read by the server and the worker.
+///
+/// Build one with struct update syntax:
+/// `Config { no_unix_signals: true, ..Config::default() }`.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct Config {
     /// `broker`: the broker URL (adapters are chosen by scheme in the `machinist` crate).
     pub broker: String,

@@ -353,7 +353,6 @@ impl Server {
             .tasks
             .into_iter()
             .map(|mut t| {
-                t.on_success.clear();
                 trace::inject(&span, t.headers.get_or_insert_with(Headers::new));
                 t
             })

@@ -561,19 +561,43 @@ impl Worker {
             return;
         }
         debug!(uuid = %sig.uuid, "task succeeded");
+        let mut follow_up = Ok(());
         for cb in &sig.on_success {
             let mut cb = cb.clone();
             if !sig.immutable {
                 cb.args.extend(results.iter().map(TaskResult::to_arg));
             }
-            if let Err(e) = self.server.send_task(cb).await {
-                self.report(&e);
+            if let Err(e) = self.send_follow_up(cb).await {
+                follow_up = Err(e);
             }
         }
-        if let Err(e) = self.maybe_trigger_chord(sig).await {
-            self.report(&e);
+        if follow_up.is_ok() {
+            follow_up = self.maybe_trigger_chord(sig).await;
         }
-        self.ack(delivery).await;
+        match follow_up {
+            Ok(()) => self.ack(delivery).await,
+            // A callback or the chord could not be sent: keep the message, so the task runs
+            // again (at-least-once) rather than the workflow stopping silently.
+            Err(e) => self.give_back(delivery, &e).await,
+        }
+    }
+
+    /// Sends a callback, retrying a few times in place so a short broker or backend blip does
+    /// not cost a whole task re-run.
+    async fn send_follow_up(&self, sig: Signature) -> Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            match self.server.send_task(sig.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    self.report(&e);
+                    let delay = Duration::from_millis(100 * 4u64.pow(attempt));
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// After a group member succeeded: if the whole group is done, exactly one worker sends the
@@ -608,7 +632,7 @@ impl Worker {
             }
         }
         info!(group = %sig.group_uuid, callback = %cb.uuid, "group complete, sending chord callback");
-        self.server.send_task(cb).await.map(|_| ())
+        self.send_follow_up(cb).await
     }
 
     async fn finish_failed(&self, delivery: &Delivery, sig: &Signature, text: &str) {
@@ -627,7 +651,7 @@ impl Worker {
         for cb in &sig.on_error {
             let mut cb = cb.clone();
             cb.args.insert(0, Arg::new(text));
-            if let Err(e) = self.server.send_task(cb).await {
+            if let Err(e) = self.send_follow_up(cb).await {
                 self.report(&e);
             }
         }

@@ -63,10 +63,12 @@ fn namespace(scenario: &str) -> String {
 /// bounded shutdown, then `tweak`) and the factory's adapters for it.
 async fn setup<F: Factory>(factory: &F, scenario: &str, tweak: impl FnOnce(&mut Config)) -> Env {
     let namespace = namespace(scenario);
-    let mut config = Config::default();
-    config.no_unix_signals = true;
-    config.default_queue = format!("{namespace}_tasks");
-    config.shutdown_timeout = WAIT;
+    let mut config = Config {
+        no_unix_signals: true,
+        default_queue: format!("{namespace}_tasks"),
+        shutdown_timeout: WAIT,
+        ..Config::default()
+    };
     tweak(&mut config);
     let adapters = factory.adapters(&namespace, &config).await;
     let recorder = Arc::new(RecordingBackend::new(adapters.backend.clone()));

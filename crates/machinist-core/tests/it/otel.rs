@@ -22,12 +22,16 @@ async fn traceparent_travels_in_headers() {
     let provider = SdkTracerProvider::builder().build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not thread-scoped: other tests of this binary run spans on other threads, and
+    // tracing's per-callsite interest cache would otherwise disable ours at random.
+    tracing::subscriber::set_global_default(subscriber).expect("only this test sets one");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let mut config = Config::default();
-    config.no_unix_signals = true;
-    config.default_queue = "otel_tasks".into();
+    let config = Config {
+        no_unix_signals: true,
+        default_queue: "otel_tasks".into(),
+        ..Config::default()
+    };
     let broker = MemoryBroker::new();
     let server = Server::new(
         config.clone(),

@@ -39,9 +39,11 @@ async fn sleepy(ctx: TaskContext, ms: u64) -> Result<String, machinist_core::Tas
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_second_signal_aborts() {
-    let mut config = Config::default();
-    config.default_queue = "signals_tasks".into();
-    config.no_unix_signals = false;
+    let config = Config {
+        default_queue: "signals_tasks".into(),
+        no_unix_signals: false,
+        ..Config::default()
+    };
     let broker = MemoryBroker::new();
     let server = Server::new(
         config.clone(),
