@@ -1,5 +1,6 @@
 //! Integration tests.
 
+mod hooks;
 #[cfg(feature = "otel")]
 mod otel;
 mod signals;
