@@ -3,5 +3,6 @@
 mod hooks;
 #[cfg(feature = "otel")]
 mod otel;
+mod outage;
 mod signals;
 mod wire;
