@@ -49,12 +49,20 @@ impl RecordingBackend {
 #[async_trait]
 impl Backend for RecordingBackend {
     async fn set_state(&self, state: &TaskState) -> Result<()> {
-        self.inner.set_state(state).await?;
+        // Logged before the write: a reader that sees the stored state must also see the entry.
+        // A write that fails is taken back out.
         self.log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(state.clone());
-        Ok(())
+        let written = self.inner.set_state(state).await;
+        if written.is_err() {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = log.iter().rposition(|s| s == state) {
+                log.remove(i);
+            }
+        }
+        written
     }
 
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {

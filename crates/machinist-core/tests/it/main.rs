@@ -1,5 +1,6 @@
 //! Integration tests.
 
+mod config;
 mod hooks;
 #[cfg(feature = "otel")]
 mod otel;
