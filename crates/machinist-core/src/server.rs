@@ -27,7 +27,9 @@ use crate::workflow::{Chain, Chord, Group};
 pub type PrePublishHook = Arc<dyn Fn(&mut Signature) + Send + Sync>;
 
 pub(crate) struct ServerInner {
-    pub(crate) config: Config,
+    /// The configuration in effect; replaced as a whole by [`Server::set_config`], watched by
+    /// workers for live changes (concurrency).
+    pub(crate) config: tokio::sync::watch::Sender<Arc<Config>>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) lock: Arc<dyn Lock>,
@@ -61,7 +63,7 @@ impl Server {
     ) -> Self {
         Server {
             inner: Arc::new(ServerInner {
-                config,
+                config: tokio::sync::watch::Sender::new(Arc::new(config)),
                 broker,
                 backend,
                 lock,
@@ -71,9 +73,37 @@ impl Server {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Replaces the configuration. Fields read per task (time limits, retry bounds, message
+    /// size, poll intervals) apply to the next task; workers that follow the configuration
+    /// ([`Worker::follow_config`]) resize to a new `concurrency`. Connections are not rebuilt:
+    /// a new broker, backend or lock URL needs a restart.
+    pub fn set_config(&self, config: Config) {
+        self.inner.config.send_replace(Arc::new(config));
+    }
+
+    /// Applies every configuration the watcher publishes (see
+    /// [`crate::config::ConfigWatcher`]), until the watcher is dropped. Needs a tokio runtime.
+    pub fn follow_config(&self, mut updates: tokio::sync::watch::Receiver<Arc<Config>>) {
+        let server = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let Some(inner) = server.upgrade() else {
+                    return;
+                };
+                let next = updates.borrow_and_update().clone();
+                inner.config.send_replace(next);
+            }
+        });
+    }
+
+    /// Receives every configuration [`Server::set_config`] installs.
+    pub(crate) fn subscribe_config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.inner.config.subscribe()
     }
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -179,7 +209,7 @@ impl Server {
         }
         self.inner
             .broker
-            .adjust_routing_key(sig, &self.inner.config.default_queue);
+            .adjust_routing_key(sig, &self.config().default_queue);
         let hook = self
             .inner
             .pre_publish
@@ -194,7 +224,7 @@ impl Server {
     /// Encodes a prepared signature and checks its size.
     fn encode(&self, sig: &Signature) -> Result<Bytes> {
         let body = sig.to_vec()?;
-        let max = self.inner.config.max_message_size;
+        let max = self.inner.config.borrow().max_message_size;
         if body.len() > max {
             return Err(Error::MessageTooLarge {
                 size: body.len(),

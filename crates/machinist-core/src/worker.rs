@@ -119,6 +119,8 @@ pub struct Worker {
     shutdown: ShutdownHandle,
     /// Set when a running task was interrupted by shutdown.
     interrupted: Arc<AtomicBool>,
+    /// Resize to `Config::concurrency` when the server's configuration changes.
+    follow_config: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -159,12 +161,22 @@ impl Worker {
             hooks: Hooks::default(),
             shutdown: ShutdownHandle::default(),
             interrupted: Arc::new(AtomicBool::new(false)),
+            follow_config: false,
         }
     }
 
     /// Also consume `queue` (after the ones already listed).
     pub fn add_queue(&mut self, queue: impl Into<String>) -> &mut Self {
         self.queues.push(queue.into());
+        self
+    }
+
+    /// Takes the concurrency from the configuration from now on: `Config::concurrency` at
+    /// launch, and again whenever [`Server::set_config`] (or a followed config file) changes it.
+    /// Lowering it lets running tasks finish; the worker takes new ones as slots free up.
+    pub fn follow_config(&mut self) -> &mut Self {
+        self.follow_config = true;
+        self.concurrency = self.server.config().effective_concurrency();
         self
     }
 
@@ -233,12 +245,12 @@ impl Worker {
     async fn connect(&self) -> Option<Box<dyn Consumer>> {
         let mut attempt = 0u32;
         loop {
-            match self
-                .server
-                .broker()
-                .consume(&self.queues, self.concurrency)
-                .await
-            {
+            let prefetch = if self.follow_config {
+                self.server.config().effective_concurrency()
+            } else {
+                self.concurrency
+            };
+            match self.server.broker().consume(&self.queues, prefetch).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     self.report(&e);
@@ -274,10 +286,36 @@ impl Worker {
             return Ok(Stopped::Gracefully);
         };
         let mut failures = 0u32;
+        let mut config_updates = self.server.subscribe_config();
+        let mut target = self.concurrency;
+        let mut following = self.follow_config;
         loop {
             let permit = tokio::select! {
                 biased;
                 _ = self.shutdown.stop.cancelled() => break,
+                changed = config_updates.changed(), if following => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    let wanted = config_updates.borrow_and_update().effective_concurrency();
+                    if wanted != target {
+                        // A consumer's prefetch is fixed when it starts: take a new one.
+                        if let Err(e) = consumer.stop().await {
+                            self.report(&e);
+                        }
+                        match self.server.broker().consume(&self.queues, wanted).await {
+                            Ok(c) => consumer = c,
+                            Err(e) => {
+                                self.report(&e);
+                                let Some(c) = self.connect().await else { break };
+                                consumer = c;
+                            }
+                        }
+                        target = resize(&slots, target, wanted);
+                    }
+                    continue;
+                }
                 p = slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
@@ -697,6 +735,38 @@ impl Worker {
             Err(e) => self.give_back(delivery, &e).await,
         }
     }
+}
+
+/// Moves the number of task slots from `current` to `wanted`: new permits at once when it grows;
+/// when it shrinks, a background task takes the surplus permits as running tasks release them.
+fn resize(slots: &Arc<Semaphore>, current: usize, wanted: usize) -> usize {
+    use std::cmp::Ordering as Cmp;
+    match wanted.cmp(&current) {
+        Cmp::Greater => slots.add_permits(wanted - current),
+        Cmp::Less => {
+            // Free slots go at once; the rest as running tasks finish.
+            let mut surplus = current - wanted;
+            while surplus > 0 {
+                match slots.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
+                }
+                surplus -= 1;
+            }
+            if surplus > 0 {
+                let surplus = u32::try_from(surplus).unwrap_or(u32::MAX);
+                let slots = Arc::clone(slots);
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned(surplus).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        Cmp::Equal => return current,
+    }
+    info!(from = current, to = wanted, "worker concurrency changed");
+    wanted
 }
 
 fn chord_failure_text(uuid: &str, name: &str, error: &str) -> String {

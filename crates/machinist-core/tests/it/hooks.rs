@@ -122,3 +122,60 @@ async fn a_worker_consumes_several_queues() {
     assert_eq!(b.results::<String>(WAIT).await.unwrap(), "b");
     handle.quit().await.unwrap();
 }
+
+/// A worker that follows the configuration runs more tasks at once after `set_config` raises
+/// `concurrency`, and fewer after it lowers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_follows_the_configuration() {
+    let server = server("live_tasks");
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    server.register_task("hold", move |ms: u64| {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
+    server.set_config(Config {
+        concurrency: 1,
+        ..(*server.config()).clone()
+    });
+    let mut worker = server.new_worker("live", 8);
+    worker.follow_config();
+    assert_eq!(worker.concurrency(), 1);
+    let handle = worker.launch_async();
+
+    async fn batch(server: &Server, n: usize, peak: &AtomicUsize) -> usize {
+        peak.store(0, Ordering::SeqCst);
+        let mut results = Vec::new();
+        for _ in 0..n {
+            let sig = Signature::new("hold").args(100u64);
+            results.push(server.send_task(sig).await.unwrap());
+        }
+        for r in &mut results {
+            r.get_with_timeout(WAIT, Duration::from_millis(5))
+                .await
+                .unwrap();
+        }
+        peak.load(Ordering::SeqCst)
+    }
+
+    assert_eq!(batch(&server, 4, &peak).await, 1);
+    server.set_config(Config {
+        concurrency: 4,
+        ..(*server.config()).clone()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(batch(&server, 8, &peak).await, 4);
+    server.set_config(Config {
+        concurrency: 2,
+        ..(*server.config()).clone()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(batch(&server, 6, &peak).await, 2);
+    handle.quit().await.unwrap();
+}
