@@ -15,7 +15,14 @@
 //! | `panic_task` | `func() (string, error)` | [`panic_task`] |
 //! | `long_running_task` | `func() error` | [`long_running_task`] |
 //! | `flaky` | (machinist's own) | [`flaky`] |
+//! | `return_just_error` | `func(msg string, fail bool) error` | [`return_just_error`] |
+//! | `return_multiple_values` | `func(a, b string, fail bool) (string, string, error)` | [`return_multiple_values`] |
+//! | `delay_test` | `func() (int64, error)` | [`delay_test`] |
+//! | `sleep` | (machinist's own) `func(ms int64) (int64, error)` | [`sleep`] |
+//! | `echo` | (machinist's own) | [`echo`] |
 //!
+//! `return_just_error`, `return_multiple_values` and `delay_test` are the tasks of Go
+//! Machinery's integration tests (`integration-tests/suite_test.go`).
 //! [`register`] registers them all on a [`Server`]; [`run_demo`] runs Machinery's example `send`
 //! flow against an in-memory server and checks every result. The `quickstart` example and the
 //! `machinist demo` command both call it.
@@ -27,8 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use machinist::memory::{MemoryBackend, MemoryBroker, MemoryLock};
 use machinist::{
-    AsyncResult, Chain, Chord, Config, Error, FromResults, Group, Server, Signature, Stopped,
-    TaskContext, TaskError, Variadic,
+    AsyncResult, Chain, Chord, Config, Error, FromResults, GoValue, Group, Server, Signature,
+    Stopped, TaskContext, TaskError, TaskResult, Variadic,
 };
 
 /// What [`panic_task`] panics with (Go's example panics with `errors.New("oops")`).
@@ -46,8 +53,9 @@ pub struct ExampleTask {
     pub about: &'static str,
 }
 
-/// Every task [`register`] registers, in Go's order (then machinist's `flaky`).
-pub const EXAMPLE_TASKS: [ExampleTask; 9] = [
+/// Every task [`register`] registers: Go's examples in Go's order, machinist's `flaky`, Go's
+/// integration-test tasks, then machinist's `sleep` and `echo`.
+pub const EXAMPLE_TASKS: [ExampleTask; 14] = [
     ExampleTask {
         name: "add",
         go_signature: "func(args ...int64) (int64, error)",
@@ -92,6 +100,31 @@ pub const EXAMPLE_TASKS: [ExampleTask; 9] = [
         name: "flaky",
         go_signature: "func(ctx context.Context) (string, error)",
         about: "machinist's own: fails on attempt 1, succeeds on the next (send with retries)",
+    },
+    ExampleTask {
+        name: "return_just_error",
+        go_signature: "func(msg string, fail bool) error",
+        about: "fails with msg when fail is true, else succeeds with no results",
+    },
+    ExampleTask {
+        name: "return_multiple_values",
+        go_signature: "func(a, b string, fail bool) (string, string, error)",
+        about: "returns a and b, or fails with \"some error\" when fail is true",
+    },
+    ExampleTask {
+        name: "delay_test",
+        go_signature: "func() (int64, error)",
+        about: "the time it ran, in Unix nanoseconds (send with an ETA)",
+    },
+    ExampleTask {
+        name: "sleep",
+        go_signature: "func(ms int64) (int64, error)",
+        about: "machinist's own: sleeps ms milliseconds and returns ms; stops early when cancelled",
+    },
+    ExampleTask {
+        name: "echo",
+        go_signature: "func(args ...interface{}) (...interface{}, error)",
+        about: "machinist's own: returns its arguments as results, Go types and all",
     },
 ];
 
@@ -164,6 +197,65 @@ pub async fn flaky(ctx: TaskContext) -> Result<String, TaskError> {
     Ok(format!("succeeded on attempt {attempt}"))
 }
 
+/// The error text of [`return_multiple_values`] when asked to fail (Go's test task's).
+pub const MULTIPLE_VALUES_ERROR: &str = "some error";
+
+/// Go's integration-test `return_just_error`: fails with `msg` when `fail` is true, otherwise
+/// succeeds with no results.
+pub async fn return_just_error(msg: String, fail: bool) -> Result<(), TaskError> {
+    if fail {
+        return Err(TaskError::msg(msg));
+    }
+    Ok(())
+}
+
+/// Go's integration-test `return_multiple_values`: returns `(a, b)`, or fails with
+/// [`MULTIPLE_VALUES_ERROR`] when `fail` is true.
+pub async fn return_multiple_values(
+    a: String,
+    b: String,
+    fail: bool,
+) -> Result<(String, String), TaskError> {
+    if fail {
+        return Err(TaskError::msg(MULTIPLE_VALUES_ERROR));
+    }
+    Ok((a, b))
+}
+
+/// Go's integration-test `delay_test`: the wall-clock time it ran, in Unix nanoseconds, so a
+/// sender can check it did not run before its ETA.
+pub async fn delay_test() -> Result<i64, TaskError> {
+    unix_nanos()
+        .ok_or_else(|| TaskError::fatal("the clock is out of the range of Unix nanoseconds"))
+}
+
+/// Now, in Unix nanoseconds (`None` before 1970 or after 2262).
+fn unix_nanos() -> Option<i64> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since.as_nanos()).ok()
+}
+
+/// Sleeps `ms` milliseconds (a negative value counts as 0) and returns `ms`. When the task's
+/// cancellation fires (time limit, worker aborting) it stops at once and fails without retries.
+pub async fn sleep(ctx: TaskContext, ms: i64) -> Result<i64, TaskError> {
+    let wanted = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    tokio::select! {
+        () = ctx.cancellation().cancelled() => {
+            Err(TaskError::fatal(format!("sleep({ms}) cancelled")))
+        }
+        () = tokio::time::sleep(wanted) => Ok(ms),
+    }
+}
+
+/// Returns its arguments as its results, each with its Go type (`int8:1` comes back as an
+/// `int8` 1, `[]byte` as base64): a way to see how values travel through a broker and a
+/// backend.
+pub async fn echo(Variadic(values): Variadic<GoValue>) -> Vec<TaskResult> {
+    values.into_iter().map(TaskResult::new).collect()
+}
+
 /// Registers every example task under Go's name (see [`EXAMPLE_TASKS`]).
 pub fn register(server: &Server) {
     server.register_task("add", add);
@@ -175,6 +267,11 @@ pub fn register(server: &Server) {
     server.register_task("panic_task", panic_task);
     server.register_task("long_running_task", long_running_task);
     server.register_task("flaky", flaky);
+    server.register_task("return_just_error", return_just_error);
+    server.register_task("return_multiple_values", return_multiple_values);
+    server.register_task("delay_test", delay_test);
+    server.register_task("sleep", sleep);
+    server.register_task("echo", echo);
 }
 
 /// Keeps the demo's terminal output clean: the panic [`panic_task`] raises on purpose is
@@ -455,6 +552,59 @@ mod tests {
         cancel.cancel();
         let err = run.await.expect("join").expect_err("cancelled");
         assert_eq!(err, TaskError::fatal("cancelled with 7 s to go"));
+    }
+
+    #[tokio::test]
+    async fn go_integration_test_tasks() {
+        assert_eq!(
+            return_just_error("Test error".into(), true).await,
+            Err(TaskError::msg("Test error"))
+        );
+        assert_eq!(return_just_error(String::new(), false).await, Ok(()));
+        assert_eq!(
+            return_multiple_values("foo".into(), "bar".into(), false).await,
+            Ok(("foo".to_owned(), "bar".to_owned()))
+        );
+        assert_eq!(
+            return_multiple_values("foo".into(), "bar".into(), true).await,
+            Err(TaskError::msg(MULTIPLE_VALUES_ERROR))
+        );
+        let before = unix_nanos().expect("in range");
+        let ran = delay_test().await.expect("now");
+        assert!(ran >= before, "{ran} < {before}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_sleeps_or_stops_when_cancelled() {
+        let started = tokio::time::Instant::now();
+        assert_eq!(sleep(context(1), 1500).await, Ok(1500));
+        assert_eq!(started.elapsed(), Duration::from_millis(1500));
+        assert_eq!(sleep(context(1), -5).await, Ok(-5));
+
+        let ctx = context(1);
+        let cancel = ctx.cancellation().clone();
+        let run = tokio::spawn(sleep(ctx, 60_000));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancel.cancel();
+        let err = run.await.expect("join").expect_err("cancelled");
+        assert_eq!(err, TaskError::fatal("sleep(60000) cancelled"));
+    }
+
+    #[tokio::test]
+    async fn echo_keeps_go_types() {
+        let values = vec![
+            GoValue::Int("int8", -3),
+            GoValue::Uint("uint", 7),
+            GoValue::Bytes("[]byte", vec![1, 2, 3]),
+            GoValue::String("hi".into()),
+        ];
+        let results = echo(Variadic(values)).await;
+        let types: Vec<&str> = results.iter().map(|r| r.type_name.as_str()).collect();
+        assert_eq!(types, ["int8", "uint", "[]byte", "string"]);
+        assert_eq!(
+            results[2].decode().expect("bytes"),
+            GoValue::Bytes("[]byte", vec![1, 2, 3])
+        );
     }
 
     #[test]

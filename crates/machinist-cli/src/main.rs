@@ -1,37 +1,56 @@
 //! # machinist (the command)
 //!
-//! A small first cut of the `machinist` binary: tools that need no broker. The full command
-//! (`worker`, `send`, `inspect`, `bench`) comes with configuration and the real brokers.
+//! Runs workers, sends tasks and looks into queues and results, on any broker and backend a
+//! URL names (the embedded default: `sqlite://machinist.db` in the working directory).
 //!
 //! | command | what it does |
 //! |---|---|
+//! | `machinist worker` | runs a worker with the example tasks (`add`, `sum_ints`, `long_running_task` …) |
+//! | `machinist send NAME [TYPE:VALUE]...` | sends a task; prints its UUID, or waits for its result |
+//! | `machinist status UUID` | prints a task's stored state |
+//! | `machinist inspect pending` / `delayed` | lists waiting / delayed messages |
+//! | `machinist purge` | deletes the waiting messages of a queue |
+//! | `machinist config check` | loads the configuration and prints it, redacted |
 //! | `machinist tasks` | lists the example tasks and their Go signatures |
 //! | `machinist encode NAME [TYPE:VALUE]...` | prints the exact JSON message a Go producer would send |
 //! | `machinist decode [FILE]` | checks a message with Go's rules and prints a summary |
 //! | `machinist demo` | runs Go Machinery's example flow in-process (the quickstart) |
 //!
-//! Exit codes: 0 success; 1 invalid message (`decode`) or failed run; 2 bad command line,
-//! including a bad `TYPE:VALUE` (clap's convention).
+//! Configuration: `--config FILE` (YAML, Go Machinery's keys), overridden by the environment
+//! (`BROKER`, `RESULT_BACKEND`, `LOCK`, `DEFAULT_QUEUE` …), overridden by flags.
 //!
-//! Layout: `main.rs` (commands and their options), `typed.rs` (parsing `TYPE:VALUE`),
-//! `summary.rs` (validating and describing a decoded message).
+//! Exit codes: 0 success; 1 failure (a task that failed, a state not found, a broker error, a
+//! configuration that does not load, a worker that had to abort running tasks); 2 bad command
+//! line (clap's convention, including a bad `TYPE:VALUE`) and `send --wait` timing out.
+//!
+//! Layout: `main.rs` (commands and their options), `settings.rs` (configuration layers),
+//! `worker.rs`, `send.rs`, `inspect.rs` (`status`, `inspect`, `purge`), `typed.rs` (parsing
+//! `TYPE:VALUE` and durations), `summary.rs` (validating and describing a message).
 
+mod inspect;
+mod send;
+mod settings;
 mod summary;
 mod typed;
+mod worker;
 
-use std::io::{Read, Write};
+use std::future::Future;
+use std::io::{IsTerminal as _, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use machinist::{Arg, Headers, Signature, id};
+use machinist::{Adapter, Arg, Config, DEFAULT_URL, Headers, Role, Signature, id};
 use tracing_subscriber::EnvFilter;
+
+use crate::settings::ConfigArgs;
 
 /// machinist: a distributed task queue for Rust, wire-compatible with Go Machinery.
 ///
-/// This build has the message tools and an in-process demo; `worker`, `send`, `inspect` and
-/// `bench` come with configuration and the real brokers.
+/// With no broker configured everything lives in `machinist.db` in the working directory:
+/// run `machinist worker` in one terminal and `machinist send add int64:1 int64:2 --wait`
+/// in another.
 #[derive(Debug, Parser)]
 #[command(name = "machinist", version)]
 struct Cli {
@@ -41,6 +60,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a worker with the example tasks until SIGINT/SIGTERM.
+    ///
+    /// The first signal stops taking tasks and waits for the running ones (up to the shutdown
+    /// timeout); a second one aborts them, returning their messages to the broker. Exits 0
+    /// after a graceful stop, 1 when running tasks had to be given back.
+    Worker(worker::WorkerArgs),
+    /// Send a task; print its UUID, or with --wait its result.
+    #[command(after_help = typed::SEND_HELP)]
+    Send(send::SendArgs),
+    /// Print the stored state of a task (exit 1 when none is stored).
+    Status(inspect::StatusArgs),
+    /// List messages waiting in a queue or for their ETA.
+    Inspect(inspect::InspectArgs),
+    /// Delete every waiting message of a queue.
+    Purge(inspect::PurgeArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List the example tasks (Go Machinery's) and their Go signatures.
     Tasks,
     /// Print the JSON message a Go producer would send for a task, byte for byte.
@@ -57,6 +94,13 @@ enum Command {
     /// Run Go Machinery's example flow in this process (in-memory broker and backend) and
     /// check every result: the quickstart.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (file, then environment, then flags) and print it with URLs
+    /// redacted; exit 1 with the error when it does not load.
+    Check(ConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,28 +140,115 @@ struct EncodeArgs {
     ignore_when_not_registered: bool,
 }
 
+/// An error in what the user typed, found after parsing (exit code 2, like clap's own).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
-        Command::Tasks => tasks(),
-        Command::Encode(args) => encode(args),
-        Command::Decode { file } => decode(file),
-        Command::Demo => demo(),
+        Command::Worker(args) => with_config(&args.config.clone(), "info", |config| {
+            worker::run(args, config)
+        }),
+        Command::Send(args) => with_config(&args.config.clone(), "warn", |config| {
+            send::run(args, config)
+        }),
+        Command::Status(args) => with_config(&args.config.clone(), "warn", |config| {
+            inspect::status(args, config)
+        }),
+        Command::Inspect(args) => with_config(&args.config.clone(), "warn", |config| {
+            inspect::inspect(args, config)
+        }),
+        Command::Purge(args) => with_config(&args.config.clone(), "warn", |config| {
+            inspect::purge(args, config)
+        }),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Tasks => plain(tasks),
+        Command::Encode(args) => plain(|| encode(args)),
+        Command::Decode { file } => plain(|| decode(file)),
+        Command::Demo => plain(demo),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", error_text(&e));
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// A command that needs no configuration: tracing at `warn` unless `RUST_LOG` says otherwise.
+fn plain(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+    init_tracing(None, "warn");
+    f().map(|()| ExitCode::SUCCESS)
+}
+
+/// Loads the configuration, sets up tracing (`RUST_LOG`, else the config's `log_level`, else
+/// `default_level`) and runs `f` on a tokio runtime.
+fn with_config<F, Fut>(args: &ConfigArgs, default_level: &str, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let config = args.load()?;
+    init_tracing(config_log_level(&config), default_level);
+    runtime()?.block_on(f(config))
+}
+
+/// The log level the configuration asks for: `log_level` when it is set to something else
+/// than its default (`info`), so that `send` and the others stay quiet (`warn`) unless asked.
+fn config_log_level(config: &Config) -> Option<&str> {
+    let level = config.log_level.trim();
+    (!level.is_empty() && level != Config::default().log_level).then_some(level)
+}
+
+fn init_tracing(configured: Option<&str>, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::try_new(configured.unwrap_or(default_level))
+            .unwrap_or_else(|_| EnvFilter::new(default_level))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// The error and its causes, `: `-separated, skipping a cause whose text the message already
+/// holds (the library's errors show their source in their own text).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// `machinist tasks | head -1` should not end in an error.
@@ -125,6 +256,38 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints the effective configuration, redacted, then which adapter each URL chooses; exit 1
+/// when the configuration does not load or a URL cannot be connected by this build.
+fn config_check(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(None, "warn");
+    let config = args.load()?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(config.redacted().as_bytes())?;
+    let mut ok = true;
+    for (role, url) in [
+        (Role::Broker, &config.broker),
+        (Role::ResultBackend, &config.result_backend),
+        (Role::Lock, &config.lock),
+    ] {
+        match Adapter::resolve(role, url) {
+            Ok(adapter) if url.trim().is_empty() => {
+                writeln!(out, "# {role}: {adapter} ({DEFAULT_URL}, the default)")?;
+            }
+            Ok(adapter) => writeln!(out, "# {role}: {adapter}")?,
+            Err(e) => {
+                ok = false;
+                out.flush()?;
+                eprintln!("error: {}: {e}", role.key());
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
@@ -195,12 +358,28 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
 
 fn demo() -> anyhow::Result<()> {
     machinist_examples::hide_expected_panics();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let mut out = std::io::stdout().lock();
         machinist_examples::run_demo(&mut out).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_does_not_repeat_sources() {
+        let source = machinist::Error::broker(std::io::Error::other("disk full"));
+        let e = anyhow::Error::new(source).context("sending the task");
+        assert_eq!(error_text(&e), "sending the task: broker: disk full");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }

@@ -137,7 +137,7 @@ fn callbacks(out: &mut String, label: &str, list: &[Signature], indent: usize) {
 }
 
 /// `add(1, 2)`: the task as a call.
-fn call(sig: &Signature) -> String {
+pub fn call(sig: &Signature) -> String {
     let args: Vec<String> = sig.args.iter().map(value).collect();
     format!("{}({})", sig.name, args.join(", "))
 }

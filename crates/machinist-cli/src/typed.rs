@@ -26,6 +26,21 @@ Examples:
   machinist encode sum_floats '[]float64:[1.5,2.7]'
   machinist encode add int64:1 int64:1 | machinist decode";
 
+/// Shown after `machinist send --help`.
+pub const SEND_HELP: &str = "\
+Arguments are TYPE:VALUE with Go Machinery's type names (see `machinist encode --help`):
+  int64:1  string:foo  float64:1.5  bool:true  '[]int64:[1,2]'  '[]string:[\"a\",\"b\"]'  []byte:AQID
+
+Output: without --wait, one task UUID per line. With --wait, one line per task
+(`UUID STATE results-or-error`), or with --json the stored state as Machinery's JSON.
+Exit code: 0 every task succeeded, 1 one failed, 2 one gave no result before --timeout.
+
+Examples:
+  machinist send add int64:1 int64:2
+  machinist send add int64:1 int64:2 --wait --timeout 10s --json
+  machinist send long_running_task --delay 1m
+  machinist send sleep int64:10 --count 1000";
+
 /// Parses `TYPE:VALUE` (split at the first `:`, so a string value may contain colons).
 pub fn parse_arg(s: &str) -> Result<Arg, String> {
     let Some((type_name, text)) = s.split_once(':') else {
@@ -48,6 +63,11 @@ pub fn parse_arg(s: &str) -> Result<Arg, String> {
     };
     let value = GoValue::decode(type_name, &json).map_err(|e| e.to_string())?;
     Arg::typed(type_name, value.to_json()).map_err(|e| e.to_string())
+}
+
+/// Parses a duration: `30s`, `1m30s`, `500ms`, `1.5h`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    machinist::config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Checks an RFC 3339 instant; the text is parsed again when the message is built.

@@ -74,14 +74,21 @@ struct Header {
 }
 
 fn read_header(conn: &Connection) -> rusqlite::Result<Header> {
-    let application_id = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-    let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let objects = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-    Ok(Header {
-        application_id,
-        version,
-        objects,
-    })
+    // One statement, so one snapshot: another process migrating a fresh file between three
+    // separate reads would show its tables without its application id.
+    conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id()), \
+                (SELECT user_version FROM pragma_user_version()), \
+                (SELECT count(*) FROM sqlite_master)",
+        [],
+        |r| {
+            Ok(Header {
+                application_id: r.get(0)?,
+                version: r.get(1)?,
+                objects: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Refuses files that are not (and cannot become) a machinist database of a known version.

@@ -371,25 +371,18 @@ impl SqliteStore {
             .unwrap_or_else(|| PathBuf::from("sqlite::memory:"));
         let on_open = |e: rusqlite::Error| SqliteError::on_open(&shown, &e);
         conn.busy_timeout(options.busy_timeout).map_err(on_open)?;
-        // Nothing is written before this check.
-        schema::precheck(&conn, &shown)?;
-        if path.is_some() {
-            let mode: String = conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(on_open)?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                warn!(
-                    "{}: WAL mode unavailable (journal mode {mode}); readers will wait for writers",
-                    shown.display()
-                );
+        // Several processes may open a fresh file at once; switching to WAL and migrating
+        // need locks whose busy waits SQLite does not always take (it answers BUSY at once
+        // to avoid deadlocks), so the first steps are retried until the busy timeout.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        loop {
+            match prepare_file(&conn, &shown, path.is_some(), &options) {
+                Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
             }
         }
-        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
-            .map_err(on_open)?;
-        // Statement journals of savepoints in memory, not in temporary files.
-        conn.pragma_update(None, "temp_store", "MEMORY")
-            .map_err(on_open)?;
-        schema::migrate(&conn, &shown, schema::SCHEMA_VERSION)?;
         if let Some(pages) = options.max_page_count {
             let _: i64 = conn
                 .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
@@ -470,6 +463,36 @@ impl SqliteStore {
     pub fn describe(&self) -> String {
         self.inner.describe()
     }
+}
+
+/// Checks a freshly opened file, switches it to WAL and brings its schema up to date.
+fn prepare_file(
+    conn: &Connection,
+    shown: &Path,
+    on_disk: bool,
+    options: &SqliteOptions,
+) -> Result<(), SqliteError> {
+    let on_open = |e: rusqlite::Error| SqliteError::on_open(shown, &e);
+    // Nothing is written before this check.
+    schema::precheck(conn, shown)?;
+    if on_disk {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(on_open)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            warn!(
+                "{}: WAL mode unavailable (journal mode {mode}); readers will wait for writers",
+                shown.display()
+            );
+        }
+    }
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+        .map_err(on_open)?;
+    // Statement journals of savepoints in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(on_open)?;
+    schema::migrate(conn, shown, schema::SCHEMA_VERSION)?;
+    Ok(())
 }
 
 #[cfg(test)]

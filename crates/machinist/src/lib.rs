@@ -33,15 +33,42 @@
 //! # }
 //! ```
 //!
+//! ## Connecting by URL
+//!
+//! [`server()`] (or [`connect()`], for the adapters alone) picks the broker, result backend and
+//! lock from the URLs of a [`Config`]: `sqlite://tasks.db`, `memory`, later `redis://…`,
+//! `amqp://…` and the others Machinery knows. An empty URL means the embedded default,
+//! `sqlite://machinist.db` in the working directory: one durable file, no server to run.
+//! The [`connect`](mod@connect) module lists every scheme and the feature behind it.
+//!
+//! ```no_run
+//! # async fn run() -> machinist::Result<()> {
+//! // BROKER, RESULT_BACKEND and LOCK unset: everything in ./machinist.db
+//! let server = machinist::server(machinist::Config::default()).await?;
+//! # drop(server);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Crates and features
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | (always) | core: wire types, server, worker, workflows, in-memory adapters |
+//! | (always) | core: wire types, server, worker, workflows, in-memory adapters (`memory`, `eager`) |
+//! | `sqlite` (default) | module `sqlite` (`machinist-sqlite`): broker, backend and lock in one SQLite file (`sqlite://…`), the embedded default |
 //! | `otel` | W3C `traceparent` in task headers through OpenTelemetry |
 //!
-//! Adapters for SQLite, Redis, AMQP, SQS, Pub/Sub, Memcache, MongoDB and DynamoDB come as
-//! features of this crate, one per service, so a build compiles only what it uses.
+//! Adapters for Redis, AMQP, SQS, Pub/Sub, Memcache, MongoDB and DynamoDB will come as
+//! features of this crate, one per service, so a build compiles only what it uses; until then
+//! their URLs give a [`ConnectError::NotAvailable`] naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod connect;
+
+pub use connect::{Adapter, Adapters, ConnectError, DEFAULT_URL, Role, connect, server};
 pub use machinist_core::*;
+
+/// The SQLite adapter: broker, result backend and lock in one file.
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use machinist_sqlite as sqlite;

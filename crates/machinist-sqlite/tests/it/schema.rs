@@ -241,3 +241,27 @@ async fn memory_stores_are_private() {
     assert!(a.backend().get_state("t").await.unwrap().is_some());
     assert!(b.backend().get_state("t").await.unwrap().is_none());
 }
+
+/// Several processes opening one brand-new file at the same moment: every one of them gets a
+/// working store (one migrates, the others see the finished schema), none calls the file foreign.
+#[test]
+fn concurrent_first_opens_all_succeed() {
+    for round in 0..20 {
+        let db = temp_db(&format!("race_{round}"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (db, barrier) = (db.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    open(&db).map(|_| ())
+                })
+            })
+            .collect();
+        for o in openers {
+            let opened = o.join().expect("opener thread");
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+        remove_db(&db);
+    }
+}

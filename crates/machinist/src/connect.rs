@@ -1,0 +1,1000 @@
+//! From a [`Config`] to adapters: [`connect`] and [`server`] choose the broker, the result
+//! backend and the lock by the scheme of `config.broker`, `config.result_backend` and
+//! `config.lock`, each on its own.
+//!
+//! | URL | adapter | roles | Cargo feature of `machinist` |
+//! |---|---|---|---|
+//! | empty | the embedded default, `sqlite://machinist.db` in the working directory | all | `sqlite` (default) |
+//! | `sqlite://file.db`, `sqlite:///abs/file.db`, `sqlite::memory:` | SQLite (`machinist-sqlite`) | broker, backend, lock | `sqlite` (default) |
+//! | `memory`, `eager`, `memory://NAME` | in-process ([`crate::memory`]) | broker, backend, lock | always |
+//! | `redis://`, `rediss://`, `redis+socket://` | Redis | broker, backend, lock | `redis` (not in this version) |
+//! | `amqp://`, `amqps://` | AMQP 0-9-1 (RabbitMQ) | broker, backend | `amqp` (not in this version) |
+//! | `https://sqs…` | AWS SQS | broker | `sqs` (not in this version) |
+//! | `gcppubsub://PROJECT/SUBSCRIPTION` | GCP Pub/Sub | broker | `gcppubsub` (not in this version) |
+//! | `memcache://` | Memcache | backend | `memcache` (not in this version) |
+//! | `mongodb://`, `mongodb+srv://` | MongoDB | backend | `mongodb` (not in this version) |
+//! | `https://dynamodb…` | AWS DynamoDB | backend | `dynamodb` (not in this version) |
+//!
+//! Sharing: within one process the same in-memory URL always gives the same instance (so a
+//! server and a worker built from two [`connect`] calls share their queues and results), and
+//! within one [`connect`] call the roles that name the same SQLite URL share one
+//! `SqliteStore`: one file, one writer.
+//!
+//! Errors are [`machinist_core::Error::Broker`], [`Backend`](machinist_core::Error::Backend) or
+//! [`Lock`](machinist_core::Error::Lock) after the role, with a [`ConnectError`] as their source
+//! when the URL itself is the problem ([`ConnectError::find`] gets it back). Errors and logs
+//! show URLs redacted to `scheme://host`, never with credentials.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use machinist_core::config::redact_url;
+use machinist_core::memory::{MemoryBackend, MemoryBroker, MemoryLock};
+use machinist_core::{Backend, Broker, Config, Error, Lock, Result, Server};
+
+/// The URL used for a role whose URL is empty: one SQLite file in the working directory.
+pub const DEFAULT_URL: &str = "sqlite://machinist.db";
+
+/// The three adapters a [`Server`] runs on.
+#[derive(Clone)]
+pub struct Adapters {
+    /// Moves task messages.
+    pub broker: Arc<dyn Broker>,
+    /// Stores states and results.
+    pub backend: Arc<dyn Backend>,
+    /// Expiring locks (periodic tasks).
+    pub lock: Arc<dyn Lock>,
+}
+
+impl fmt::Debug for Adapters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adapters")
+            .field("broker", &self.broker.describe())
+            .field("backend", &self.backend.describe())
+            .field("lock", &self.lock.describe())
+            .finish()
+    }
+}
+
+impl Adapters {
+    /// Closes the broker and the backend (stored messages and states stay stored).
+    pub async fn close(&self) {
+        self.broker.close().await;
+        self.backend.close().await;
+    }
+}
+
+/// Connects the broker, result backend and lock named by `config` (see the
+/// [module documentation](self) for the URLs understood).
+///
+/// # Errors
+///
+/// A URL with an unknown scheme, a scheme for another role (a `memcache://` broker), or one
+/// whose adapter is not compiled in gives an error with a [`ConnectError`] source that says
+/// what to do; an adapter that fails to open (an unreadable SQLite file …) gives its own error.
+pub async fn connect(config: &Config) -> Result<Adapters> {
+    connect_with(config, &mut Opened::default()).await
+}
+
+/// [`connect`], recording the stores it opened in `opened`.
+async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> {
+    let broker_plan = Plan::new(Role::Broker, &config.broker).map_err(Error::from)?;
+    let backend_plan =
+        Plan::new(Role::ResultBackend, &config.result_backend).map_err(Error::from)?;
+    let lock_plan = Plan::new(Role::Lock, &config.lock).map_err(Error::from)?;
+
+    let broker: Arc<dyn Broker> = match broker_plan.adapter {
+        Adapter::Memory => memory_instances(|m| {
+            Arc::clone(
+                m.brokers
+                    .entry(broker_plan.memory_name())
+                    .or_insert_with(|| Arc::new(MemoryBroker::new())),
+            )
+        }),
+        #[cfg(feature = "sqlite")]
+        Adapter::Sqlite => Arc::new(
+            opened
+                .sqlite(Role::Broker, &broker_plan, config)
+                .await?
+                .broker(),
+        ),
+        other => return Err(not_compiled(other, &broker_plan)),
+    };
+    let backend: Arc<dyn Backend> = match backend_plan.adapter {
+        Adapter::Memory => memory_instances(|m| {
+            Arc::clone(
+                m.backends
+                    .entry(backend_plan.memory_name())
+                    .or_insert_with(|| Arc::new(MemoryBackend::new(config.results_ttl()))),
+            )
+        }),
+        #[cfg(feature = "sqlite")]
+        Adapter::Sqlite => Arc::new(
+            opened
+                .sqlite(Role::ResultBackend, &backend_plan, config)
+                .await?
+                .backend(),
+        ),
+        other => return Err(not_compiled(other, &backend_plan)),
+    };
+    let lock: Arc<dyn Lock> = match lock_plan.adapter {
+        Adapter::Memory => memory_instances(|m| {
+            Arc::clone(
+                m.locks
+                    .entry(lock_plan.memory_name())
+                    .or_insert_with(|| Arc::new(MemoryLock::new())),
+            )
+        }),
+        #[cfg(feature = "sqlite")]
+        Adapter::Sqlite => Arc::new(opened.sqlite(Role::Lock, &lock_plan, config).await?.lock()),
+        other => return Err(not_compiled(other, &lock_plan)),
+    };
+    #[cfg(not(feature = "sqlite"))]
+    let _ = opened;
+    tracing::debug!(
+        broker = %broker.describe(),
+        backend = %backend.describe(),
+        lock = %lock.describe(),
+        "adapters connected"
+    );
+    Ok(Adapters {
+        broker,
+        backend,
+        lock,
+    })
+}
+
+/// A [`Server`] on the adapters [`connect`] chooses for `config`.
+///
+/// ```no_run
+/// # async fn run() -> machinist::Result<()> {
+/// let config = machinist::Config {
+///     broker: "sqlite://tasks.db".into(),
+///     ..machinist::Config::default()
+/// };
+/// // Backend and lock are empty: they use the embedded default too.
+/// let server = machinist::server(config).await?;
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn server(config: Config) -> Result<Server> {
+    let adapters = connect(&config).await?;
+    Ok(Server::new(
+        config,
+        adapters.broker,
+        adapters.backend,
+        adapters.lock,
+    ))
+}
+
+/// Only adapters that [`Plan::new`] accepted reach the `match`es in [`connect`], and it accepts
+/// only compiled-in ones; this keeps the `match`es exhaustive whatever the features, without a
+/// panic in library code.
+fn not_compiled(adapter: Adapter, plan: &Plan) -> Error {
+    Error::Other(format!(
+        "the {adapter} adapter is not compiled in ({})",
+        shown(&plan.url)
+    ))
+}
+
+/// SQLite stores opened by one [`connect`] call, by URL, so that roles naming the same URL
+/// share one store (one writer for the file).
+#[derive(Default)]
+struct Opened {
+    #[cfg(feature = "sqlite")]
+    sqlite: HashMap<String, machinist_sqlite::SqliteStore>,
+}
+
+#[cfg(feature = "sqlite")]
+impl Opened {
+    /// The store for `plan`'s URL, opened on first use. Opening blocks (it may wait for another
+    /// process's write lock, then migrates the file), so it runs on the blocking pool.
+    async fn sqlite(
+        &mut self,
+        role: Role,
+        plan: &Plan,
+        config: &Config,
+    ) -> Result<machinist_sqlite::SqliteStore> {
+        if let Some(store) = self.sqlite.get(&plan.url) {
+            return Ok(store.clone());
+        }
+        let mut options = machinist_sqlite::SqliteOptions::from_config(config);
+        if !config.lease.is_zero() {
+            options = options.with_lease(config.lease);
+        }
+        let url = plan.url.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || machinist_sqlite::SqliteStore::open(&url, options))
+                .await
+                .map_err(|e| Error::Other(format!("opening {}: {e}", shown(&plan.url))))?;
+        let store = opened.map_err(|e| match role {
+            Role::Broker => Error::broker(e),
+            Role::ResultBackend => Error::backend(e),
+            Role::Lock => Error::lock(e),
+        })?;
+        tracing::debug!(url = %shown(&plan.url), "opened SQLite store");
+        self.sqlite.insert(plan.url.clone(), store.clone());
+        Ok(store)
+    }
+}
+
+/// The in-memory adapters of this process, by name (`memory://NAME`; `memory` and `eager`
+/// are the name `""`). They live as long as the process.
+#[derive(Default)]
+struct MemoryInstances {
+    brokers: HashMap<String, Arc<MemoryBroker>>,
+    backends: HashMap<String, Arc<MemoryBackend>>,
+    locks: HashMap<String, Arc<MemoryLock>>,
+}
+
+fn memory_instances<T>(f: impl FnOnce(&mut MemoryInstances) -> T) -> T {
+    static INSTANCES: OnceLock<Mutex<MemoryInstances>> = OnceLock::new();
+    let mut guard = INSTANCES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    f(&mut guard)
+}
+
+/// What one role will connect to: an accepted adapter and the URL (the default filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    adapter: Adapter,
+    url: String,
+}
+
+impl Plan {
+    /// Checks `url` for `role`: a known scheme, an adapter that can play the role, compiled in.
+    fn new(role: Role, url: &str) -> Result<Plan, ConnectError> {
+        let given = url.trim();
+        let defaulted = given.is_empty();
+        let url = if defaulted { DEFAULT_URL } else { given };
+        let shown_url = if defaulted {
+            format!("{DEFAULT_URL} (the default when no {} is set)", role.key())
+        } else {
+            shown(url)
+        };
+        let Some(adapter) = Adapter::detect(url) else {
+            return Err(ConnectError::UnknownScheme {
+                role,
+                url: shown_url,
+                supported: supported_schemes(role),
+            });
+        };
+        if !adapter.roles().contains(&role) {
+            return Err(ConnectError::WrongRole {
+                role,
+                url: shown_url,
+                adapter,
+            });
+        }
+        if !adapter.is_compiled() {
+            let feature = adapter.feature().unwrap_or_default();
+            return Err(if adapter.feature_exists() {
+                ConnectError::FeatureDisabled {
+                    role,
+                    url: shown_url,
+                    adapter,
+                    feature,
+                }
+            } else {
+                ConnectError::NotAvailable {
+                    role,
+                    url: shown_url,
+                    adapter,
+                    feature,
+                }
+            });
+        }
+        Ok(Plan {
+            adapter,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The instance name of a `memory`/`eager` URL: what follows `://`, or `""`.
+    fn memory_name(&self) -> String {
+        self.url
+            .split_once("://")
+            .map_or_else(String::new, |(_, name)| name.to_owned())
+    }
+}
+
+/// The role a URL is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// `broker` / `BROKER`.
+    Broker,
+    /// `result_backend` / `RESULT_BACKEND`.
+    ResultBackend,
+    /// `lock` / `LOCK`.
+    Lock,
+}
+
+impl Role {
+    /// The configuration key (YAML) of this role's URL.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Broker => "broker",
+            Role::ResultBackend => "result_backend",
+            Role::Lock => "lock",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Broker => "broker",
+            Role::ResultBackend => "result backend",
+            Role::Lock => "lock",
+        })
+    }
+}
+
+/// An adapter, known by its URL schemes whether or not this build has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Adapter {
+    /// `memory`, `eager`, `memory://NAME`: in-process, nothing survives the process.
+    Memory,
+    /// `sqlite://…`, `sqlite::memory:`: the embedded default.
+    Sqlite,
+    /// `redis://`, `rediss://`, `redis+socket://`.
+    Redis,
+    /// `amqp://`, `amqps://`.
+    Amqp,
+    /// `https://sqs…`.
+    Sqs,
+    /// `gcppubsub://`.
+    GcpPubSub,
+    /// `memcache://`.
+    Memcache,
+    /// `mongodb://`, `mongodb+srv://`.
+    MongoDb,
+    /// `https://dynamodb…`.
+    DynamoDb,
+}
+
+/// Every adapter, in the order error messages list them.
+const ADAPTERS: [Adapter; 9] = [
+    Adapter::Sqlite,
+    Adapter::Memory,
+    Adapter::Redis,
+    Adapter::Amqp,
+    Adapter::Sqs,
+    Adapter::GcpPubSub,
+    Adapter::Memcache,
+    Adapter::MongoDb,
+    Adapter::DynamoDb,
+];
+
+impl Adapter {
+    /// The adapter a URL names, by its scheme (case-insensitive); `None` for an unknown one.
+    pub fn detect(url: &str) -> Option<Adapter> {
+        let url = url.trim().to_ascii_lowercase();
+        let has = |prefix: &str| url.starts_with(prefix);
+        Some(
+            if url == "memory" || url == "eager" || has("memory://") || has("eager://") {
+                Adapter::Memory
+            } else if has("sqlite:") {
+                Adapter::Sqlite
+            } else if has("redis://") || has("rediss://") || has("redis+socket://") {
+                Adapter::Redis
+            } else if has("amqp://") || has("amqps://") {
+                Adapter::Amqp
+            } else if has("https://sqs") {
+                Adapter::Sqs
+            } else if has("gcppubsub://") {
+                Adapter::GcpPubSub
+            } else if has("memcache://") {
+                Adapter::Memcache
+            } else if has("mongodb://") || has("mongodb+srv://") {
+                Adapter::MongoDb
+            } else if has("https://dynamodb") {
+                Adapter::DynamoDb
+            } else {
+                return None;
+            },
+        )
+    }
+
+    /// The adapter `url` names for `role`, checked as [`connect`] checks it (known scheme,
+    /// right role, compiled in) but without connecting. An empty URL names the embedded
+    /// default ([`DEFAULT_URL`]).
+    ///
+    /// ```
+    /// use machinist::{Adapter, Role};
+    ///
+    /// assert_eq!(Adapter::resolve(Role::Broker, "memory"), Ok(Adapter::Memory));
+    /// assert!(Adapter::resolve(Role::Broker, "memcache://localhost").is_err());
+    /// ```
+    pub fn resolve(role: Role, url: &str) -> Result<Adapter, ConnectError> {
+        Plan::new(role, url).map(|plan| plan.adapter)
+    }
+
+    /// The URL forms, as documentation shows them.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            Adapter::Memory => &["memory", "eager", "memory://NAME"],
+            Adapter::Sqlite => &["sqlite://PATH", "sqlite::memory:"],
+            Adapter::Redis => &["redis://", "rediss://", "redis+socket://"],
+            Adapter::Amqp => &["amqp://", "amqps://"],
+            Adapter::Sqs => &["https://sqs…"],
+            Adapter::GcpPubSub => &["gcppubsub://"],
+            Adapter::Memcache => &["memcache://"],
+            Adapter::MongoDb => &["mongodb://", "mongodb+srv://"],
+            Adapter::DynamoDb => &["https://dynamodb…"],
+        }
+    }
+
+    /// The roles it can play.
+    pub fn roles(self) -> &'static [Role] {
+        const ALL: &[Role] = &[Role::Broker, Role::ResultBackend, Role::Lock];
+        match self {
+            Adapter::Memory | Adapter::Sqlite | Adapter::Redis => ALL,
+            Adapter::Amqp => &[Role::Broker, Role::ResultBackend],
+            Adapter::Sqs | Adapter::GcpPubSub => &[Role::Broker],
+            Adapter::Memcache | Adapter::MongoDb | Adapter::DynamoDb => &[Role::ResultBackend],
+        }
+    }
+
+    /// The Cargo feature of `machinist` that provides it (`None`: always there).
+    pub fn feature(self) -> Option<&'static str> {
+        Some(match self {
+            Adapter::Memory => return None,
+            Adapter::Sqlite => "sqlite",
+            Adapter::Redis => "redis",
+            Adapter::Amqp => "amqp",
+            Adapter::Sqs => "sqs",
+            Adapter::GcpPubSub => "gcppubsub",
+            Adapter::Memcache => "memcache",
+            Adapter::MongoDb => "mongodb",
+            Adapter::DynamoDb => "dynamodb",
+        })
+    }
+
+    /// True when this build has it.
+    pub fn is_compiled(self) -> bool {
+        matches!(self, Adapter::Memory) || (cfg!(feature = "sqlite") && self == Adapter::Sqlite)
+    }
+
+    /// True when this version of machinist has the adapter at all (behind its feature).
+    pub fn feature_exists(self) -> bool {
+        matches!(self, Adapter::Memory | Adapter::Sqlite)
+    }
+}
+
+impl fmt::Display for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Adapter::Memory => "in-memory",
+            Adapter::Sqlite => "SQLite",
+            Adapter::Redis => "Redis",
+            Adapter::Amqp => "AMQP",
+            Adapter::Sqs => "SQS",
+            Adapter::GcpPubSub => "GCP Pub/Sub",
+            Adapter::Memcache => "Memcache",
+            Adapter::MongoDb => "MongoDB",
+            Adapter::DynamoDb => "DynamoDB",
+        })
+    }
+}
+
+/// The schemes `role` accepts: those this build has, then those of other features.
+fn supported_schemes(role: Role) -> String {
+    let list = |compiled: bool| {
+        ADAPTERS
+            .iter()
+            .filter(|a| a.roles().contains(&role) && a.is_compiled() == compiled)
+            .flat_map(|a| a.schemes().iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let here = list(true);
+    let elsewhere = list(false);
+    if elsewhere.is_empty() {
+        here
+    } else {
+        format!("{here} (and, with adapters not in this build: {elsewhere})")
+    }
+}
+
+/// A URL as errors and logs may show it: `scheme://host[:port]`, without credentials, path or
+/// query ([`redact_url`]).
+fn shown(url: &str) -> String {
+    redact_url(url)
+}
+
+/// A URL that cannot be connected as it is: what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The scheme is not one machinist knows.
+    #[error("unknown URL scheme in {url:?} for the {role}; supported: {supported}")]
+    UnknownScheme {
+        /// The role the URL was given for.
+        role: Role,
+        /// The URL, redacted.
+        url: String,
+        /// The schemes the role accepts.
+        supported: String,
+    },
+    /// The adapter exists but cannot play this role (a `memcache://` broker).
+    #[error("{url}: {adapter} cannot be the {role} (it can be: {})", roles_text(*adapter))]
+    WrongRole {
+        /// The role the URL was given for.
+        role: Role,
+        /// The URL, redacted.
+        url: String,
+        /// The adapter it names.
+        adapter: Adapter,
+    },
+    /// The adapter is behind a Cargo feature this build does not enable.
+    #[error(
+        "{url}: the {adapter} {role} needs the `{feature}` Cargo feature of machinist, which \
+         this build does not enable (machinist = {{ features = [\"{feature}\"] }})"
+    )]
+    FeatureDisabled {
+        /// The role the URL was given for.
+        role: Role,
+        /// The URL, redacted.
+        url: String,
+        /// The adapter it names.
+        adapter: Adapter,
+        /// The feature that provides it.
+        feature: &'static str,
+    },
+    /// The adapter will come as a Cargo feature of machinist, but this version does not have it.
+    #[error(
+        "{url}: the {adapter} {role} (Cargo feature `{feature}` of machinist) is not available \
+         in this version of machinist"
+    )]
+    NotAvailable {
+        /// The role the URL was given for.
+        role: Role,
+        /// The URL, redacted.
+        url: String,
+        /// The adapter it names.
+        adapter: Adapter,
+        /// The feature that will provide it.
+        feature: &'static str,
+    },
+}
+
+fn roles_text(adapter: Adapter) -> String {
+    adapter
+        .roles()
+        .iter()
+        .map(Role::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ConnectError {
+    /// The role whose URL is the problem.
+    pub fn role(&self) -> Role {
+        match self {
+            ConnectError::UnknownScheme { role, .. }
+            | ConnectError::WrongRole { role, .. }
+            | ConnectError::FeatureDisabled { role, .. }
+            | ConnectError::NotAvailable { role, .. } => *role,
+        }
+    }
+
+    /// The `ConnectError` inside an error [`connect`] returned, if the URL was the problem.
+    pub fn find(error: &Error) -> Option<&ConnectError> {
+        match error {
+            Error::Broker(source) | Error::Backend(source) | Error::Lock(source) => {
+                source.downcast_ref::<ConnectError>()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        match e.role() {
+            Role::Broker => Error::broker(e),
+            Role::ResultBackend => Error::backend(e),
+            Role::Lock => Error::lock(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(broker: &str, backend: &str, lock: &str) -> Config {
+        Config {
+            broker: broker.into(),
+            result_backend: backend.into(),
+            lock: lock.into(),
+            ..Config::default()
+        }
+    }
+
+    fn plan_err(role: Role, url: &str) -> ConnectError {
+        Plan::new(role, url).expect_err(url)
+    }
+
+    #[test]
+    fn empty_means_the_embedded_default() {
+        for role in [Role::Broker, Role::ResultBackend, Role::Lock] {
+            for url in ["", "  "] {
+                let plan = Plan::new(role, url);
+                #[cfg(feature = "sqlite")]
+                {
+                    let plan = plan.expect("the default");
+                    assert_eq!(plan.adapter, Adapter::Sqlite);
+                    assert_eq!(plan.url, DEFAULT_URL);
+                }
+                #[cfg(not(feature = "sqlite"))]
+                {
+                    let e = plan.expect_err("no sqlite in this build");
+                    assert!(matches!(e, ConnectError::FeatureDisabled { .. }), "{e}");
+                    assert!(e.to_string().contains("sqlite://machinist.db"), "{e}");
+                    assert!(e.to_string().contains("`sqlite`"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn schemes_are_detected() {
+        let cases = [
+            ("memory", Adapter::Memory),
+            ("eager", Adapter::Memory),
+            ("memory://jobs", Adapter::Memory),
+            ("EAGER", Adapter::Memory),
+            ("sqlite://machinist.db", Adapter::Sqlite),
+            ("sqlite:///var/lib/q.db", Adapter::Sqlite),
+            ("sqlite::memory:", Adapter::Sqlite),
+            ("redis://localhost:6379", Adapter::Redis),
+            ("rediss://:pw@host:6380/1", Adapter::Redis),
+            ("redis+socket:///tmp/redis.sock", Adapter::Redis),
+            ("amqp://guest:guest@localhost:5672/", Adapter::Amqp),
+            ("amqps://host", Adapter::Amqp),
+            (
+                "https://sqs.us-east-1.amazonaws.com/123456789012",
+                Adapter::Sqs,
+            ),
+            ("gcppubsub://project/subscription", Adapter::GcpPubSub),
+            ("memcache://h1:11211,h2:11211", Adapter::Memcache),
+            ("mongodb://user:pw@host:27017", Adapter::MongoDb),
+            ("mongodb+srv://cluster.example.com", Adapter::MongoDb),
+            (
+                "https://dynamodb.us-east-1.amazonaws.com",
+                Adapter::DynamoDb,
+            ),
+        ];
+        for (url, adapter) in cases {
+            assert_eq!(Adapter::detect(url), Some(adapter), "{url}");
+        }
+        for url in ["http://example.com", "foo://x", "memoryx", "postgres://db"] {
+            assert_eq!(Adapter::detect(url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn adapters_not_in_this_version_name_their_feature() {
+        let cases = [
+            (
+                Role::Broker,
+                "redis://:secret@cache.internal:6379/0",
+                "redis",
+            ),
+            (Role::ResultBackend, "rediss://localhost", "redis"),
+            (Role::Lock, "redis+socket://:pw@/tmp/r.sock", "redis"),
+            (Role::Broker, "amqp://guest:hunter2@rabbit:5672/", "amqp"),
+            (Role::ResultBackend, "amqps://rabbit", "amqp"),
+            (
+                Role::Broker,
+                "https://sqs.eu-west-1.amazonaws.com/1/q",
+                "sqs",
+            ),
+            (Role::Broker, "gcppubsub://project/sub", "gcppubsub"),
+            (Role::ResultBackend, "memcache://m1:11211", "memcache"),
+            (
+                Role::ResultBackend,
+                "mongodb://root:pw@mongo:27017",
+                "mongodb",
+            ),
+            (
+                Role::ResultBackend,
+                "mongodb+srv://cluster.example.com",
+                "mongodb",
+            ),
+            (
+                Role::ResultBackend,
+                "https://dynamodb.us-east-1.amazonaws.com",
+                "dynamodb",
+            ),
+        ];
+        for (role, url, feature) in cases {
+            let e = plan_err(role, url);
+            let ConnectError::NotAvailable {
+                feature: named,
+                role: r,
+                ..
+            } = &e
+            else {
+                panic!("{url}: {e:?}");
+            };
+            assert_eq!(*named, feature, "{url}");
+            assert_eq!(*r, role);
+            let text = e.to_string();
+            assert!(text.contains(&format!("`{feature}`")), "{text}");
+            assert!(text.contains("not available in this version"), "{text}");
+            for secret in ["secret", "hunter2", "pw@", "root"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_adapter_in_the_wrong_role_says_what_it_can_be() {
+        let e = plan_err(Role::Broker, "memcache://m1:11211");
+        assert!(matches!(e, ConnectError::WrongRole { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "memcache://m1:11211: Memcache cannot be the broker (it can be: result backend)"
+        );
+        let e = plan_err(Role::Lock, "amqp://u:p@rabbit/");
+        assert!(
+            e.to_string()
+                .contains("cannot be the lock (it can be: broker, result backend)"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("u:p"), "{e}");
+        let e = plan_err(
+            Role::ResultBackend,
+            "https://sqs.us-east-1.amazonaws.com/1/q",
+        );
+        assert!(matches!(e, ConnectError::WrongRole { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_schemes_list_the_supported_ones() {
+        let e = plan_err(Role::Broker, "postgres://admin:pw@db:5432/app");
+        let text = e.to_string();
+        assert!(matches!(e, ConnectError::UnknownScheme { .. }), "{e:?}");
+        assert!(text.contains("postgres://db:5432"), "{text}");
+        assert!(!text.contains("admin") && !text.contains("pw"), "{text}");
+        assert!(text.contains("memory, eager"), "{text}");
+        assert!(text.contains("redis://"), "{text}");
+        assert!(text.contains("https://sqs…"), "{text}");
+        assert!(!text.contains("memcache://"), "brokers only: {text}");
+        let backend = plan_err(Role::ResultBackend, "ftp://x").to_string();
+        assert!(backend.contains("memcache://"), "{backend}");
+        assert!(backend.contains("mongodb+srv://"), "{backend}");
+        assert_eq!(
+            cfg!(feature = "sqlite"),
+            text.starts_with(
+                "unknown URL scheme in \"postgres://db:5432\" for the broker; supported: \
+                 sqlite://PATH"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted_to_scheme_and_host() {
+        assert_eq!(shown("redis://:pw@host:6379/0"), "redis://host:6379");
+        assert_eq!(
+            shown("amqp://guest:guest@rabbit:5672/vhost"),
+            "amqp://rabbit:5672"
+        );
+        assert_eq!(
+            shown("https://sqs.amazonaws.com/1/q?token=t"),
+            "https://sqs.amazonaws.com"
+        );
+        assert_eq!(shown("memory://jobs"), "memory://jobs");
+        assert_eq!(shown("eager"), "eager");
+        let e = plan_err(Role::Broker, "amqp://guest:hunter2@rabbit:5672/");
+        assert!(e.to_string().starts_with("amqp://rabbit:5672: "), "{e}");
+    }
+
+    #[test]
+    fn errors_are_typed_by_role() {
+        let e = Error::from(plan_err(Role::Lock, "redis://localhost"));
+        assert!(matches!(e, Error::Lock(_)), "{e:?}");
+        let found = ConnectError::find(&e).expect("a ConnectError source");
+        assert_eq!(found.role(), Role::Lock);
+        assert!(
+            e.to_string()
+                .starts_with("lock: redis://localhost: the Redis lock"),
+            "{e}"
+        );
+        assert!(ConnectError::find(&Error::Shutdown).is_none());
+    }
+
+    #[tokio::test]
+    async fn connect_reports_the_first_bad_role() {
+        let e = connect(&config("memory", "memory", "redis://x"))
+            .await
+            .expect_err("no redis");
+        assert!(matches!(e, Error::Lock(_)), "{e}");
+        let e = connect(&config("memory", "foo://x", "memory"))
+            .await
+            .expect_err("unknown");
+        assert!(matches!(e, Error::Backend(_)), "{e}");
+        assert!(matches!(
+            ConnectError::find(&e),
+            Some(ConnectError::UnknownScheme { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_urls_give_one_instance_per_name() {
+        let a = connect(&config("memory://t1", "memory://t1", "memory://t1"))
+            .await
+            .expect("memory");
+        let b = connect(&config("memory://t1", "memory://t1", "memory://t1"))
+            .await
+            .expect("memory");
+        let c = connect(&config("memory://t2", "memory://t2", "memory://t2"))
+            .await
+            .expect("memory");
+        assert!(Arc::ptr_eq(&a.broker, &b.broker));
+        assert!(Arc::ptr_eq(&a.backend, &b.backend));
+        assert!(Arc::ptr_eq(&a.lock, &b.lock));
+        assert!(!Arc::ptr_eq(&a.broker, &c.broker));
+        assert!(!Arc::ptr_eq(&a.backend, &c.backend));
+        // `memory` and `eager` are one instance.
+        let m = connect(&config("memory", "memory", "memory"))
+            .await
+            .expect("m");
+        let e = connect(&config("eager", "eager://", "EAGER"))
+            .await
+            .expect("e");
+        assert!(Arc::ptr_eq(&m.broker, &e.broker));
+        assert!(Arc::ptr_eq(&m.backend, &e.backend));
+        assert!(Arc::ptr_eq(&m.lock, &e.lock));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_and_a_worker_from_two_connects_share_memory() {
+        use std::time::Duration;
+
+        let cfg = Config {
+            no_unix_signals: true,
+            ..config("memory://shared", "memory://shared", "memory://shared")
+        };
+        let producer = server(cfg.clone()).await.expect("producer");
+        let consumer = server(cfg).await.expect("consumer");
+        consumer.register_task("double", |x: i64| async move { x * 2 });
+        let worker = consumer.new_worker("w", 1).launch_async();
+        let mut r = producer
+            .send_task(machinist_core::Signature::new("double").args(21i64))
+            .await
+            .expect("send");
+        let v: i64 = r.results(Duration::from_secs(5)).await.expect("result");
+        assert_eq!(v, 42);
+        worker.quit().await.expect("quit");
+    }
+
+    /// A fresh SQLite file path in the temp directory, removed (with its WAL files) on drop.
+    #[cfg(feature = "sqlite")]
+    struct TempDb(std::path::PathBuf);
+
+    #[cfg(feature = "sqlite")]
+    impl TempDb {
+        fn new(tag: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static SEQ: AtomicU32 = AtomicU32::new(0);
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            TempDb(std::env::temp_dir().join(format!(
+                "machinist-facade-{tag}-{}-{n}.db",
+                std::process::id()
+            )))
+        }
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.0.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn one_sqlite_url_is_one_store() {
+        let db = TempDb::new("share");
+        let other = TempDb::new("share-lock");
+        let mut opened = Opened::default();
+        let a = connect_with(&config(&db.url(), &db.url(), &db.url()), &mut opened)
+            .await
+            .expect("sqlite");
+        assert_eq!(opened.sqlite.len(), 1);
+        assert!(a.broker.describe().contains("sqlite"), "{a:?}");
+
+        let mut opened = Opened::default();
+        connect_with(&config(&db.url(), &db.url(), &other.url()), &mut opened)
+            .await
+            .expect("sqlite");
+        assert_eq!(opened.sqlite.len(), 2);
+
+        let mut opened = Opened::default();
+        connect_with(
+            &config("sqlite::memory:", "sqlite::memory:", "memory"),
+            &mut opened,
+        )
+        .await
+        .expect("sqlite memory");
+        assert_eq!(opened.sqlite.len(), 1);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_round_trip_and_durable_state() {
+        use std::time::Duration;
+
+        let db = TempDb::new("round-trip");
+        let cfg = Config {
+            no_unix_signals: true,
+            ..config(&db.url(), &db.url(), &db.url())
+        };
+        let server = server(cfg.clone()).await.expect("server");
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((1i64, 2i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
+        assert_eq!(sum, 3);
+        worker.quit().await.expect("quit");
+        let uuid = r.uuid().to_owned();
+        server.broker().close().await;
+        server.backend().close().await;
+        drop(server);
+
+        let again = connect(&cfg).await.expect("reopen");
+        let state = again
+            .backend
+            .get_state(&uuid)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(state.is_success(), "{state:?}");
+        assert_eq!(state.task_name, "add");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn a_file_that_is_not_a_machinist_database_is_refused() {
+        let db = TempDb::new("garbage");
+        std::fs::write(&db.0, b"this is not an SQLite database, not even close").expect("write");
+        let e = connect(&config(&db.url(), "memory", "memory"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(e.to_string().contains(&db.0.display().to_string()), "{e}");
+        let e = connect(&config("memory", &db.url(), "memory"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Backend(_)), "{e:?}");
+        assert_eq!(
+            std::fs::read(&db.0).expect("read"),
+            b"this is not an SQLite database, not even close"
+        );
+    }
+}
