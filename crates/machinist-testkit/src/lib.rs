@@ -47,6 +47,7 @@ use machinist_core::{Backend, Broker, Config, Lock};
 
 pub mod conformance;
 pub mod recording;
+pub mod redis_server;
 pub mod tasks;
 
 /// One set of adapters, as a factory builds them for a scenario. Clones share the adapters

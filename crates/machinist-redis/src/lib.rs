@@ -1,0 +1,146 @@
+//! # machinist-redis
+//!
+//! Redis broker, result backend and lock for machinist, sharing keys, commands and JSON with
+//! Go Machinery's Redis adapters: a Go producer, a Go worker, a machinist producer and a
+//! machinist worker can all use one Redis at once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use machinist_redis::{RedisBackend, RedisBroker, RedisConnection, RedisLock, RedisOptions};
+//! let config = machinist_core::Config::default();
+//! let options = RedisOptions::from_url("redis://:password@localhost:6379/0")?.with_config(&config);
+//! let conn = RedisConnection::connect(options).await?;
+//! let server = machinist_core::Server::new(
+//!     config,
+//!     std::sync::Arc::new(RedisBroker::new(conn.clone())),
+//!     std::sync::Arc::new(RedisBackend::new(conn.clone())),
+//!     std::sync::Arc::new(RedisLock::new(conn)),
+//! );
+//! # let _ = server; Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `options` | [`RedisOptions`]: Go's URL forms (`redis://`, `rediss://`, `redis+socket://`, multi-host cluster) and the knobs |
+//! | `conn` | [`RedisConnection`]: the shared auto-reconnecting connection; dedicated connections for blocking pops; outage logging and back-off |
+//! | `keys` | the keys machinist adds, with cluster hash tags |
+//! | `scripts` | every Lua script, each making one step atomic |
+//! | `broker` | [`RedisBroker`]: Go's queues and delayed set, consumed at-least-once |
+//! | `backend` | [`RedisBackend`]: Go's state and group keys, atomic merge, Go-compatible chord trigger |
+//! | `lock` | [`RedisLock`]: Go's periodic-task lock |
+//! | `error` | [`RedisError`] |
+//!
+//! ## Keys
+//!
+//! | key | type | written by | what |
+//! |---|---|---|---|
+//! | `<RoutingKey>` (e.g. `machinery_tasks`) | list | Go and machinist | the queue: `RPUSH` JSON signatures |
+//! | `delayed_tasks` (`delayed_tasks_key`) | sorted set | Go and machinist | tasks with a future ETA, scored by ETA in unix ns |
+//! | `task_…`, `chord_…` | string, expiring | Go and machinist | a task's state (`TaskState` JSON) |
+//! | `group_…` | string, expiring | Go and machinist | a group's `GroupMeta` JSON |
+//! | `TriggerChordMutex` | string, 8 s | Go (redsync); machinist in cluster mode | Go's chord-trigger mutex |
+//! | `machinery_lock_…` | string, expiring | Go and machinist schedulers | periodic-task lock, value = deadline in ns |
+//! | `machinist:processing:{<queue>}:<consumer>` | list | machinist | messages a consumer holds |
+//! | `machinist:dead:{<queue>}` | list | machinist | dead letters: `{"reason":…,"body":…}` |
+//! | `machinist:consumer:<consumer>` | string, expiring | machinist | a consumer's lease |
+//! | `machinist:consumers` | hash | machinist | consumer → its queues (JSON array) |
+//!
+//! ## Scripts
+//!
+//! Every multi-step operation is one Lua script (module `scripts`), so it is atomic:
+//!
+//! | script | keys | what |
+//! |---|---|---|
+//! | fetch | queue, processing | move up to N messages queue → processing (`LMOVE` loop) |
+//! | requeue | processing, queue | `LREM` one message; if it was there, `LPUSH` it back to the queue |
+//! | dead-letter | processing, dead | `LREM` one message; if it was there, `RPUSH` its record (trimmed) |
+//! | reap | processing, queue | move a whole processing list back to the queue's front, in order |
+//! | move due | delayed set | `ZRANGEBYSCORE … LIMIT 0 100`, `ZREM`, `RPUSH` to each message's `RoutingKey` (cjson) |
+//! | purge | queue | `LLEN` then `DEL` |
+//! | set state | state | `GET` + cjson, splice `TaskName`/`CreatedAt` into the new text, `SET … EX` |
+//! | trigger chord | group [, `TriggerChordMutex`] | "busy" while Go holds the mutex, else flip `ChordTriggered` once (`KEEPTTL`) |
+//! | lock | lock key | `SET NX PX`, or take over a passed deadline |
+//!
+//! ## Go's `redis:` settings
+//!
+//! | Go field | here |
+//! |---|---|
+//! | `delayed_tasks_key` | [`RedisOptions::delayed_tasks_key`] |
+//! | `delayed_tasks_poll_period` | [`RedisOptions::delayed_tasks_poll_period`] (the longest the mover sleeps) |
+//! | `normal_tasks_poll_period` | [`RedisOptions::block_timeout`] (`BLMOVE` block) |
+//! | `connect_timeout` | [`RedisOptions::connect_timeout`] |
+//! | `read_timeout`, `write_timeout` | [`RedisOptions::response_timeout`] (one timeout per round trip) |
+//! | `cluster_enabled` (v1 `cluster_mode`) | [`RedisOptions::cluster`]; several hosts in the URL also mean a cluster |
+//! | `max_idle`, `max_active`, `max_idle_timeout`, `wait` | no effect: one multiplexed connection replaces Go's pool (plus one per consumer for blocking pops) |
+//! | `client_name` | no effect |
+//! | `master_name`, `sentinel_password` | not supported yet (Sentinel) |
+//!
+//! ## Guarantees
+//!
+//! * **At-least-once delivery.** A message leaves its queue only by an atomic move into the
+//!   consumer's processing list, and leaves that list only when the worker settles it after
+//!   storing the task's state. A consumer that dies (`kill -9`, lost host) has its messages put
+//!   back at the front of their queues one lease (30 s) later by any other consumer's reaper.
+//!   A task may therefore run twice (a worker that stalled longer than its lease, or died after
+//!   storing SUCCESS but before the ack); never zero times.
+//! * **Delayed tasks move exactly once**, in ETA-score order, in batches of up to 100 per script.
+//! * **States merge atomically**: `TaskName`/`CreatedAt` are carried over inside one script.
+//! * **The chord callback fires once** per group, also when Go workers finish some members.
+//! * **Outages are ridden out**: each loop reconnects with back-off (100 ms doubling to 5 s),
+//!   one warning when Redis goes away and one info line when it is back; settlements that
+//!   could not be sent are retried until they succeed.
+//!
+//! ## Go interop
+//!
+//! Go producers and workers need nothing changed. They `RPUSH`/`BLPOP` the bare queue list
+//! machinist `LMOVE`s from; they read states machinist wrote (Go's key order and escaping,
+//! `TTL` present); their delayed tasks are moved by machinist's mover and theirs alike; their
+//! redsync chord mutex is honoured; their periodic lock keys and values are the same.
+//!
+//! ## What differs from Go
+//!
+//! * Go's `BLPOP` loses a message when a worker dies mid-task; machinist's consumers redeliver.
+//!   Messages a **Go** worker pops are still Go's responsibility.
+//! * Go moves one delayed task per 500 ms round with `WATCH`/`MULTI`; machinist moves up to a
+//!   batch per script and sleeps until the next due score.
+//! * Go writes a state with `GET` then `SET`; machinist merges in one script.
+//! * Go's chord trigger takes the global redsync mutex; machinist's script only checks it
+//!   (standalone) and keeps the group key's expiry instead of refreshing it.
+//! * A stored state of the wrong Redis type is a clear [`RedisError::WrongType`], not a Go
+//!   `redigo` type error; a member whose state expired mid-group is
+//!   `StateNotFound(<member uuid>)`.
+//! * Result waiters poll (the core's default `wait_for_change`); states are not announced by
+//!   pub/sub.
+//! * `rediss://` verifies the server against the system's root certificates; there is no
+//!   option yet for a private CA or for skipping verification.
+//! * Redis 6.2 or later is needed (`LMOVE`, `BLMOVE`, `SET … KEEPTTL`).
+//! * In a cluster, due delayed tasks are claimed by a script and then pushed to their queues by
+//!   the client (the queues live in other slots); a push that fails puts the task back in the
+//!   set. Queue names that contain `{` without a valid hash tag cannot be made to share a slot
+//!   with their processing lists and should be avoided in a cluster.
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `tls` | off | `rediss://` through rustls (with the `ring` provider) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod broker;
+mod conn;
+mod error;
+mod keys;
+mod lock;
+mod options;
+mod scripts;
+
+pub use backend::{RedisBackend, TRIGGER_CHORD_MUTEX};
+pub use broker::RedisBroker;
+pub use conn::RedisConnection;
+pub use error::RedisError;
+pub use keys::key_slot;
+pub use lock::RedisLock;
+pub use options::{DEFAULT_DELAYED_TASKS_KEY, RedisOptions};

@@ -1,0 +1,12 @@
+//! Integration tests of machinist-redis against real `redis-server` processes the tests start
+//! themselves (never a server the machine already runs). Without `redis-server` on `PATH` each
+//! test prints "skipped: redis-server not found" and passes.
+
+mod bad_input;
+mod cluster;
+mod common;
+mod conformance;
+mod crash;
+mod interop;
+mod restart;
+mod throughput;
