@@ -23,20 +23,29 @@
 //!
 //! `return_just_error`, `return_multiple_values` and `delay_test` are the tasks of Go
 //! Machinery's integration tests (`integration-tests/suite_test.go`).
-//! [`register`] registers them all on a [`Server`]; [`run_demo`] runs Machinery's example `send`
-//! flow against an in-memory server and checks every result. The `quickstart` example and the
-//! `machinist demo` command both call it.
+//! [`register`] registers them all on a [`Server`]; [`send_flow`] runs Machinery's example
+//! `send` flow and checks every result; [`run_demo`] runs it with a worker in the same process
+//! (the `quickstart` example on an SQLite file, `machinist demo` in memory).
+//!
+//! The example binaries, one worker and one sender per broker, run Go Machinery's example as
+//! two processes (module [`pair`]):
+//!
+//! | example | what |
+//! |---|---|
+//! | `quickstart` | the flow with its worker in one process, on an SQLite file in the temp directory |
+//! | `sqlite_worker`, `sqlite_send` | worker and sender on the embedded default (`sqlite://machinist.db` in the working directory) or the URL given |
+//! | `redis_worker`, `redis_send` | the same on Redis (`redis://127.0.0.1:6379/0` or the URL given; crate feature `redis`) |
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use machinist::memory::{MemoryBackend, MemoryBroker, MemoryLock};
 use machinist::{
     AsyncResult, Chain, Chord, Config, Error, FromResults, GoValue, Group, Server, Signature,
     Stopped, TaskContext, TaskError, TaskResult, Variadic,
 };
+
+pub mod pair;
 
 /// What [`panic_task`] panics with (Go's example panics with `errors.New("oops")`).
 pub const PANIC_MESSAGE: &str = "oops";
@@ -291,22 +300,17 @@ pub fn hide_expected_panics() {
 /// How long the demo waits for any one result before it calls the run a failure.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs Go Machinery's example `send` flow on an in-memory server with a worker, writes one line
-/// per result to `out` (`add(1, 1) = 2` …) and fails if any result is wrong, so CI can run it as
-/// a check: a single task, `sum_ints`, `sum_floats`, `concat`, `split`, a group, a chord, a
-/// chain, a delayed task, a retried task and a panicking task. It takes about a second: the
-/// delayed and the retried task are sent first and run while the others do.
-pub async fn run_demo(out: &mut impl Write) -> anyhow::Result<()> {
+/// Runs Go Machinery's example `send` flow ([`send_flow`], without the long-running task) on
+/// the server `config`'s URLs choose ([`machinist::server()`]), with a worker in this process;
+/// writes one line per result to `out` (`add(1, 1) = 2` …) and fails if any result is wrong, so
+/// CI can run it as a check. It takes about a second. Signals are left to the caller
+/// (`no_unix_signals` is set).
+pub async fn run_demo(config: Config, out: &mut impl Write) -> anyhow::Result<()> {
     let config = Config {
         no_unix_signals: true,
-        ..Config::default()
+        ..config
     };
-    let server = Server::new(
-        config.clone(),
-        Arc::new(MemoryBroker::new()),
-        Arc::new(MemoryBackend::new(config.results_ttl())),
-        Arc::new(MemoryLock::new()),
-    );
+    let server = machinist::server(config).await.context("connecting")?;
     register(&server);
 
     let mut worker = server.new_worker("machinist_worker", 0);
@@ -317,8 +321,10 @@ pub async fn run_demo(out: &mut impl Write) -> anyhow::Result<()> {
     });
     let worker = worker.launch_async();
 
-    let outcome = send_all(&server, out).await;
+    let outcome = send_flow(&server, out, Flow::Quick).await;
     let stopped = worker.quit().await.context("stopping the worker")?;
+    server.broker().close().await;
+    server.backend().close().await;
     outcome?;
     if stopped != Stopped::Gracefully {
         bail!("the worker did not stop gracefully: {stopped:?}");
@@ -326,9 +332,30 @@ pub async fn run_demo(out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The flow itself (the worker is started and stopped by [`run_demo`]).
-async fn send_all(server: &Server, out: &mut impl Write) -> anyhow::Result<()> {
-    // Slow ones first, so that their waits overlap the rest.
+/// Which tasks [`send_flow`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Everything but the long-running task (about a second).
+    Quick,
+    /// Everything, with Go's `long_running_task` (a 10 s countdown) sent first and awaited
+    /// last, as Go's example sender does.
+    Full,
+}
+
+/// Go Machinery's example `send` flow against the workers of `server`'s broker (in this
+/// process or elsewhere): a single task, `sum_ints`, `sum_floats`, `concat`, `split`, a group,
+/// a chord, a chain, a delayed task, a retried task, a panicking task and, with
+/// [`Flow::Full`], the long-running task. Writes one line per result to `out` and fails at the
+/// first wrong result. The slow tasks are sent first, so their waits overlap the rest.
+pub async fn send_flow(server: &Server, out: &mut impl Write, flow: Flow) -> anyhow::Result<()> {
+    let long_running = match flow {
+        Flow::Full => Some(
+            server
+                .send_task(Signature::new("long_running_task"))
+                .await?,
+        ),
+        Flow::Quick => None,
+    };
     let delay = Duration::from_secs(1);
     let delayed_sent = Instant::now();
     let mut delayed = server
@@ -444,8 +471,19 @@ async fn send_all(server: &Server, out: &mut impl Write) -> anyhow::Result<()> {
         },
         Ok(v) => bail!("panic_task() returned {v:?}; it should have failed with {PANIC_MESSAGE:?}"),
     }
+
+    if let Some(mut long_running) = long_running {
+        long_running
+            .results::<()>(LONG_RUNNING_TIMEOUT)
+            .await
+            .context("long_running_task")?;
+        writeln!(out, "long_running_task() finished (a 10 s countdown)")?;
+    }
     Ok(())
 }
+
+/// How long [`send_flow`] waits for the long-running task (a 10 s countdown).
+const LONG_RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `add(a, b)`.
 fn add_sig(a: i64, b: i64) -> Signature {
@@ -607,6 +645,26 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_passes_on_sqlite() {
+        let path =
+            std::env::temp_dir().join(format!("machinist-examples-demo-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let config = Config {
+            broker: url.clone(),
+            result_backend: url.clone(),
+            lock: url,
+            ..Config::default()
+        };
+        let mut out = Vec::new();
+        let outcome = run_demo(config, &mut out).await;
+        pair::remove_sqlite_files(&path);
+        outcome.expect("demo");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("= 88\n"), "{text}");
+        assert!(!path.exists());
+    }
+
     #[test]
     fn check_reports_both_values() {
         let err = check("add(1, 1)", 3, 2).expect_err("wrong");
@@ -616,6 +674,10 @@ mod tests {
 
     #[test]
     fn registers_every_listed_task() {
+        use std::sync::Arc;
+
+        use machinist::memory::{MemoryBackend, MemoryBroker, MemoryLock};
+
         let config = Config::default();
         let server = Server::new(
             config.clone(),
@@ -632,7 +694,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn demo_passes() {
         let mut out = Vec::new();
-        run_demo(&mut out).await.expect("demo");
+        let config = Config {
+            broker: "memory://demo".into(),
+            result_backend: "memory://demo".into(),
+            lock: "memory://demo".into(),
+            ..Config::default()
+        };
+        run_demo(config, &mut out).await.expect("demo");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("add(1, 1) = 2\n"), "{text}");
         assert!(text.contains("= 88\n"), "{text}");

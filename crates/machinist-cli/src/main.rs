@@ -1,11 +1,13 @@
 //! # machinist (the command)
 //!
 //! Runs workers, sends tasks and looks into queues and results, on any broker and backend a
-//! URL names (the embedded default: `sqlite://machinist.db` in the working directory).
+//! URL names: the embedded default (`sqlite://machinist.db` in the working directory),
+//! `sqlite://FILE`, `redis://…` / `redis+socket://…` / Go's multi-host cluster form, or
+//! `memory`.
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `machinist worker` | runs a worker with the example tasks (`add`, `sum_ints`, `long_running_task` …) |
+//! | `machinist worker` | runs a worker with the example tasks (`add`, `sum_ints`, `long_running_task` …); `--config FILE` is followed live, `--metrics-addr ADDR` serves Prometheus metrics |
 //! | `machinist send NAME [TYPE:VALUE]...` | sends a task; prints its UUID, or waits for its result |
 //! | `machinist status UUID` | prints a task's stored state |
 //! | `machinist inspect pending` / `delayed` | lists waiting / delayed messages |
@@ -17,17 +19,23 @@
 //! | `machinist demo` | runs Go Machinery's example flow in-process (the quickstart) |
 //!
 //! Configuration: `--config FILE` (YAML, Go Machinery's keys), overridden by the environment
-//! (`BROKER`, `RESULT_BACKEND`, `LOCK`, `DEFAULT_QUEUE` …), overridden by flags.
+//! (`BROKER`, `RESULT_BACKEND`, `LOCK`, `DEFAULT_QUEUE` …), overridden by flags. `worker`
+//! re-reads the file every 10 s (`MACHINIST_CONFIG_RELOAD_PERIOD` changes that) and applies
+//! `concurrency`, `log_level` and the other live settings; `RUST_LOG`, when set, decides the
+//! log level instead.
 //!
 //! Exit codes: 0 success; 1 failure (a task that failed, a state not found, a broker error, a
 //! configuration that does not load, a worker that had to abort running tasks); 2 bad command
 //! line (clap's convention, including a bad `TYPE:VALUE`) and `send --wait` timing out.
 //!
-//! Layout: `main.rs` (commands and their options), `settings.rs` (configuration layers),
-//! `worker.rs`, `send.rs`, `inspect.rs` (`status`, `inspect`, `purge`), `typed.rs` (parsing
-//! `TYPE:VALUE` and durations), `summary.rs` (validating and describing a message).
+//! Layout: `main.rs` (commands and their options, tracing), `settings.rs` (configuration
+//! layers), `worker.rs` (the worker, following the config file), `metrics.rs` (the Prometheus
+//! exporter and the queue-depth poller), `send.rs`, `inspect.rs` (`status`, `inspect`,
+//! `purge`), `typed.rs` (parsing `TYPE:VALUE` and durations), `summary.rs` (validating and
+//! describing a message).
 
 mod inspect;
+mod metrics;
 mod send;
 mod settings;
 mod summary;
@@ -42,7 +50,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use machinist::{Adapter, Arg, Config, DEFAULT_URL, Headers, Role, Signature, id};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::settings::ConfigArgs;
 
@@ -61,6 +71,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a worker with the example tasks until SIGINT/SIGTERM.
+    ///
+    /// With --config FILE the file is re-read every 10 s: `concurrency` (unless --concurrency
+    /// is given), `log_level` (unless RUST_LOG is set), time limits and the other live
+    /// settings apply without a restart; a changed URL or queue is logged as needing one.
     ///
     /// The first signal stops taking tasks and waits for the running ones (up to the shutdown
     /// timeout); a second one aborts them, returning their messages to the broker. Exits 0
@@ -155,9 +169,7 @@ impl std::error::Error for UsageError {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Worker(args) => with_config(&args.config.clone(), "info", |config| {
-            worker::run(args, config)
-        }),
+        Command::Worker(args) => worker_main(args),
         Command::Send(args) => with_config(&args.config.clone(), "warn", |config| {
             send::run(args, config)
         }),
@@ -192,7 +204,7 @@ fn main() -> ExitCode {
 
 /// A command that needs no configuration: tracing at `warn` unless `RUST_LOG` says otherwise.
 fn plain(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<ExitCode> {
-    init_tracing(None, "warn");
+    let _ = init_tracing(None, "warn");
     f().map(|()| ExitCode::SUCCESS)
 }
 
@@ -204,7 +216,7 @@ where
     Fut: Future<Output = anyhow::Result<ExitCode>>,
 {
     let config = args.load()?;
-    init_tracing(config_log_level(&config), default_level);
+    let _ = init_tracing(config_log_level(&config), default_level);
     runtime()?.block_on(f(config))
 }
 
@@ -215,16 +227,38 @@ fn config_log_level(config: &Config) -> Option<&str> {
     (!level.is_empty() && level != Config::default().log_level).then_some(level)
 }
 
-fn init_tracing(configured: Option<&str>, default_level: &str) {
+/// `machinist worker`: tracing at the config's `log_level` (changed live when the config file
+/// changes, unless `RUST_LOG` is set), then the worker.
+fn worker_main(args: worker::WorkerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    let log = init_tracing(
+        Some(config.log_level.trim()).filter(|l| !l.is_empty()),
+        "info",
+    );
+    runtime()?.block_on(worker::run(args, config, log))
+}
+
+/// Changes the log filter of a running command.
+pub type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Sets up tracing to stderr: `RUST_LOG` when set, else `configured`, else `default_level`.
+/// Returns a handle to change the filter later, or `None` when `RUST_LOG` decides.
+fn init_tracing(configured: Option<&str>, default_level: &str) -> Option<LogHandle> {
+    let rust_log = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(configured.unwrap_or(default_level))
             .unwrap_or_else(|_| EnvFilter::new(default_level))
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
+    (!rust_log).then_some(handle)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -262,7 +296,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Prints the effective configuration, redacted, then which adapter each URL chooses; exit 1
 /// when the configuration does not load or a URL cannot be connected by this build.
 fn config_check(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    init_tracing(None, "warn");
+    let _ = init_tracing(None, "warn");
     let config = args.load()?;
     let mut out = std::io::stdout().lock();
     out.write_all(config.redacted().as_bytes())?;
@@ -360,7 +394,13 @@ fn demo() -> anyhow::Result<()> {
     machinist_examples::hide_expected_panics();
     runtime()?.block_on(async {
         let mut out = std::io::stdout().lock();
-        machinist_examples::run_demo(&mut out).await
+        let config = Config {
+            broker: "memory".into(),
+            result_backend: "memory".into(),
+            lock: "memory".into(),
+            ..Config::default()
+        };
+        machinist_examples::run_demo(config, &mut out).await
     })
 }
 

@@ -1,16 +1,25 @@
 //! `machinist worker`: a worker running the example tasks, logging each task's start and
-//! outcome, until SIGINT/SIGTERM.
+//! outcome, until SIGINT/SIGTERM. With `--config FILE` it follows the file: changes to
+//! `concurrency` (unless `--concurrency` fixes it), `log_level` (unless `RUST_LOG` is set),
+//! time limits and the other live settings apply without a restart. With `--metrics-addr` it
+//! serves Prometheus metrics.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
+use machinist::config::{ConfigError, ConfigWatcher};
 use machinist::task::{BoxFuture, Handler, TaskOutcome};
 use machinist::{Arg, ArgError, Config, Error, Server, Stopped, Task, TaskContext, TaskError};
-use tracing::{debug, error, info};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+use tracing_subscriber::EnvFilter;
 
+use crate::LogHandle;
 use crate::settings::ConfigArgs;
 
 /// Options of `machinist worker`.
@@ -22,25 +31,97 @@ pub struct WorkerArgs {
     /// `default_queue`, `machinery_tasks`).
     #[arg(long = "queue", value_name = "NAME")]
     pub queues: Vec<String>,
-    /// How many tasks run at once (default: the config's `concurrency`; 0 means twice the
-    /// number of CPUs).
+    /// How many tasks run at once (default: the config's `concurrency`, followed live when
+    /// the --config file changes; 0 means twice the number of CPUs).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// The worker's name in logs (Go's consumer tag).
     #[arg(long, value_name = "NAME", default_value = "machinist_worker")]
     pub tag: String,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9090`): tasks by state, run-time
+    /// histogram, running tasks, queue depth.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often the --config file is re-read (default 10 s, as Go Machinery).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_period,
+        env = "MACHINIST_CONFIG_RELOAD_PERIOD",
+        hide = true
+    )]
+    pub config_reload_period: Option<Duration>,
+}
+
+impl WorkerArgs {
+    /// The configuration at start: file < environment < flags.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = self.config.load()?;
+        self.apply_flags(&mut config);
+        Ok(config)
+    }
+
+    /// The worker's own flags over a configuration.
+    fn apply_flags(&self, config: &mut Config) {
+        if let Some(n) = self.concurrency {
+            config.concurrency = n;
+        }
+    }
+
+    /// What is laid over the file after each reload: environment, then flags.
+    fn overlay(&self) -> impl FnMut(&mut Config) -> Result<(), ConfigError> + Send + 'static {
+        let config_args = self.config.clone();
+        let concurrency = self.concurrency;
+        move |config| {
+            config_args.overlay(config)?;
+            if let Some(n) = concurrency {
+                config.concurrency = n;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A reload period: a duration above zero.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match crate::typed::parse_duration(s)? {
+        d if d.is_zero() => Err("the period must be above zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// Runs the worker until it is stopped: exit 0 after a graceful stop, 1 when running tasks had
-/// to be returned to the broker (shutdown timeout or second signal).
-pub async fn run(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode> {
+/// to be returned to the broker (shutdown timeout or second signal). `log` changes the log
+/// filter when the followed file changes `log_level` (`None`: `RUST_LOG` decides).
+pub async fn run(
+    args: WorkerArgs,
+    config: Config,
+    log: Option<LogHandle>,
+) -> anyhow::Result<ExitCode> {
     machinist_examples::hide_expected_panics();
-    let concurrency = args.concurrency.unwrap_or(config.concurrency);
+    let watcher = match &args.config.config {
+        Some(path) => {
+            let period = args.config_reload_period.unwrap_or(Config::RELOAD_PERIOD);
+            let watcher = ConfigWatcher::start_with(path, period, args.overlay())?;
+            info!(file = %path.display(), every = ?period, "following the config file");
+            Some(watcher)
+        }
+        None => None,
+    };
+    let config = watcher
+        .as_ref()
+        .map_or(config, |w| Config::clone(&w.current()));
+    let follow_concurrency = args.concurrency.is_none();
     let server = machinist::server(config).await.context("connecting")?;
+    if let Some(watcher) = &watcher {
+        server.follow_config(watcher.subscribe());
+        follow_live_settings(watcher.subscribe(), log, follow_concurrency);
+    }
     machinist_examples::register(&server);
     log_every_task(&server);
     info!(tasks = ?server.registered_task_names(), "registered tasks");
 
+    let concurrency = server.config().concurrency;
     let mut queues = args.queues.into_iter();
     let mut worker = match queues.next() {
         Some(first) => server.new_custom_queue_worker(&args.tag, concurrency, first),
@@ -49,14 +130,21 @@ pub async fn run(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode> {
     for queue in queues {
         worker.add_queue(queue);
     }
+    if follow_concurrency {
+        worker.follow_config();
+    }
     worker.set_error_handler(|e| match e {
         // Already logged, with the task, by `Logged`.
         Error::TaskFailed(text) => debug!("{text}"),
         e => error!("{e}"),
     });
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics::serve(addr, server.broker().clone(), worker.queues().to_vec())?;
+    }
     let stopped = worker.launch().await;
     server.broker().close().await;
     server.backend().close().await;
+    drop(watcher);
     match stopped.context("running the worker")? {
         Stopped::Gracefully => Ok(ExitCode::SUCCESS),
         Stopped::Abruptly => {
@@ -66,6 +154,46 @@ pub async fn run(args: WorkerArgs, config: Config) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Applies what the server does not apply itself when the followed file changes: the log
+/// level; and says when the worker's concurrency changes (the worker resizes on its own).
+fn follow_live_settings(
+    mut updates: watch::Receiver<Arc<Config>>,
+    log: Option<LogHandle>,
+    follow_concurrency: bool,
+) {
+    tokio::spawn(async move {
+        let mut current = updates.borrow_and_update().clone();
+        while updates.changed().await.is_ok() {
+            let next = updates.borrow_and_update().clone();
+            if next.log_level != current.log_level {
+                set_log_level(log.as_ref(), next.log_level.trim());
+            }
+            let n = next.effective_concurrency();
+            if follow_concurrency && n != current.effective_concurrency() {
+                info!("worker concurrency is now {n}");
+            }
+            current = next;
+        }
+    });
+}
+
+/// Replaces the log filter by `level` (any `RUST_LOG`-style filter: `debug`,
+/// `info,machinist=debug`).
+fn set_log_level(log: Option<&LogHandle>, level: &str) {
+    let Some(handle) = log else {
+        info!("log_level is now {level:?}, but RUST_LOG decides what is logged");
+        return;
+    };
+    let level = if level.is_empty() { "info" } else { level };
+    match EnvFilter::try_new(level) {
+        Ok(filter) => match handle.reload(filter) {
+            Ok(()) => info!("log level is now {level}"),
+            Err(e) => warn!("cannot change the log level: {e}"),
+        },
+        Err(e) => warn!("log_level {level:?} is not a valid filter ({e}); keeping the current one"),
     }
 }
 

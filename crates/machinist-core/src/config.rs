@@ -48,6 +48,9 @@
 //! task_time_limit: 10m                  # none / 0 = no limit
 //! max_message_size: 16MiB
 //! tls: {ca_file: /etc/ssl/ca.pem}
+//! periodic_tasks:                       # see PeriodicTaskConfig
+//!   - {spec: "0 6 * * ?", task: report, args: ["int64:7"]}
+//!   - "@every 30s | heartbeat"
 //! ```
 //!
 //! Durations: Go's integer fields take a whole number in the unit their Go name says (seconds
@@ -83,6 +86,7 @@
 mod duration;
 mod env;
 mod fields;
+mod periodic;
 mod redact;
 mod reload;
 mod yaml;
@@ -93,6 +97,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{ParseDurationError, format_duration, parse_duration};
+pub use periodic::{PeriodicTaskConfig, parse_typed_arg};
 pub use redact::redact_url;
 pub use reload::ConfigWatcher;
 
@@ -182,6 +187,10 @@ pub struct Config {
     /// machinist `unregistered_max_backoff` / `MACHINIST_UNREGISTERED_MAX_BACKOFF`: the
     /// longest back-off between requeues of an unregistered task (default 60 s).
     pub unregistered_max_backoff: Duration,
+    /// machinist `periodic_tasks` / `MACHINIST_PERIODIC_TASKS`: tasks sent on a schedule,
+    /// started by [`Server::register_configured_periodic_tasks`](crate::Server::register_configured_periodic_tasks)
+    /// (see [`PeriodicTaskConfig`] for the forms; default none). A change needs a restart.
+    pub periodic_tasks: Vec<PeriodicTaskConfig>,
 }
 
 /// `amqp:` — RabbitMQ settings (Go's `AMQPConfig`).
@@ -350,6 +359,7 @@ impl Default for Config {
             max_retry_later: 100,
             unregistered_max_requeues: 20,
             unregistered_max_backoff: Duration::from_secs(60),
+            periodic_tasks: Vec::new(),
         }
     }
 }
@@ -458,6 +468,7 @@ impl fmt::Debug for Config {
             max_retry_later,
             unregistered_max_requeues,
             unregistered_max_backoff,
+            periodic_tasks,
         } = self;
         f.debug_struct("Config")
             .field("broker", &RedactedUrl(broker))
@@ -485,6 +496,7 @@ impl fmt::Debug for Config {
             .field("max_retry_later", max_retry_later)
             .field("unregistered_max_requeues", unregistered_max_requeues)
             .field("unregistered_max_backoff", unregistered_max_backoff)
+            .field("periodic_tasks", periodic_tasks)
             .finish()
     }
 }
@@ -641,7 +653,8 @@ impl Config {
     /// `MACHINIST_MAX_RETRY_LATER`, `MACHINIST_UNREGISTERED_MAX_REQUEUES`,
     /// `MACHINIST_UNREGISTERED_MAX_BACKOFF`, `MACHINIST_GCP_PUBSUB_MAX_EXTENSION`,
     /// `MACHINIST_MONGODB_DATABASE`, `MACHINIST_TLS_CA_FILE`, `MACHINIST_TLS_CERT_FILE`,
-    /// `MACHINIST_TLS_KEY_FILE`, `MACHINIST_TLS_INSECURE_SKIP_VERIFY`.
+    /// `MACHINIST_TLS_KEY_FILE`, `MACHINIST_TLS_INSECURE_SKIP_VERIFY`, `MACHINIST_PERIODIC_TASKS`
+    /// (one `SPEC | TASK [TYPE:VALUE ...]` per line).
     pub fn apply_env_with(
         &mut self,
         lookup: impl FnMut(&str) -> Option<String>,
@@ -858,6 +871,7 @@ mod tests {
             .collect();
         let c = Config::from_yaml_str(&yaml).expect("the documented example loads");
         assert_eq!(c.task_time_limit, Some(Duration::from_secs(600)));
+        assert_eq!(c.periodic_tasks.len(), 2);
         assert!(c.sqs.visibility_heartbeat);
     }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// Invalid configuration.
     #[error("config: {0}")]
     Config(String),
+    /// A periodic job could not be registered (bad spec, no runtime …).
+    #[error(transparent)]
+    Periodic(#[from] crate::periodic::PeriodicError),
     /// No task is registered under this name.
     #[error("task not registered: {0}")]
     TaskNotRegistered(String),

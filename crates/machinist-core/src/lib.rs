@@ -13,6 +13,7 @@
 //! | `codec.rs` | where messages and states are encoded and decoded (Go's exact JSON) |
 //! | `time.rs` | Go's RFC 3339 time form |
 //! | `types.rs` | Rust types ⇄ Go type names (`int64`, `[]string` …) |
+//! | `periodic/` | periodic tasks: cron specs (Go's grammar + seconds), the scheduler, exactly once per tick through the `Lock` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod arg;
@@ -24,6 +25,8 @@ pub mod error;
 pub mod id;
 pub mod lock;
 pub mod memory;
+pub mod metrics;
+pub mod periodic;
 pub mod result;
 pub mod retry;
 pub mod server;
@@ -42,6 +45,7 @@ pub use broker::{Acknowledger, Broker, Consumer, Delivery};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use lock::Lock;
+pub use periodic::{Misfire, PeriodicJob, Schedule, SpecError};
 pub use result::{AsyncResult, ChainAsyncResult, ChordAsyncResult};
 pub use server::Server;
 pub use signature::{Headers, Signature};

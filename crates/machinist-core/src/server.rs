@@ -35,6 +35,8 @@ pub(crate) struct ServerInner {
     pub(crate) lock: Arc<dyn Lock>,
     registry: RwLock<HashMap<String, Task>>,
     pre_publish: RwLock<Option<PrePublishHook>>,
+    /// The periodic scheduler's clock and stop token (see [`crate::periodic`]).
+    pub(crate) periodic: crate::periodic::Registry,
 }
 
 /// The registry and the producer side of machinist. Cheap to clone.
@@ -69,6 +71,7 @@ impl Server {
                 lock,
                 registry: RwLock::new(HashMap::new()),
                 pre_publish: RwLock::new(None),
+                periodic: crate::periodic::Registry::default(),
             }),
         }
     }
@@ -300,7 +303,15 @@ impl Server {
             send_concurrency
         };
         let broker = &self.inner.broker;
-        stream::iter(tasks.iter().zip(bodies).map(|(t, b)| broker.publish(t, b)))
+        // Collected first: a lazy `map` closure held across the await makes this future
+        // impossible to prove `Send` inside a spawned task (rustc's higher-ranked lifetime
+        // error), e.g. the periodic scheduler's.
+        let publishes: Vec<_> = tasks
+            .iter()
+            .zip(bodies)
+            .map(|(t, b)| broker.publish(t, b))
+            .collect();
+        stream::iter(publishes)
             .buffer_unordered(limit)
             .try_collect::<Vec<()>>()
             .await?;

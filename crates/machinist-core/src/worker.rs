@@ -27,6 +27,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::arg::{Arg, TaskResult};
 use crate::broker::{Consumer, Delivery};
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::retry;
 use crate::server::Server;
 use crate::signature::Signature;
@@ -280,6 +281,8 @@ impl Worker {
             concurrency = self.concurrency,
             "worker started"
         );
+        // Shutdown's first step: the server's periodic scheduler stops.
+        self.server.stop_periodic_on(self.shutdown.stop.clone());
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
         let Some(mut consumer) = self.connect().await else {
@@ -416,6 +419,7 @@ impl Worker {
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
         error!(worker = %self.tag, queue = %delivery.queue, "dead-lettering message: {reason}");
+        metrics::dead_lettered(&delivery.queue);
         if let Err(e) = delivery.dead_letter(reason).await {
             self.report(&e);
             // Keep the message rather than lose it.
@@ -471,7 +475,9 @@ impl Worker {
             h(&sig);
         }
         let limit = task.time_limit.or(self.server.config().task_time_limit);
+        let run_started = metrics::task_started(&sig.name);
         let ran = self.run_guarded(fut, &delivery, limit, &cancel).await;
+        metrics::task_ran(&sig.name, run_started);
         if let Some(h) = &self.hooks.post_task {
             h(&sig);
         }
@@ -582,6 +588,7 @@ impl Worker {
             self.give_back(delivery, &e).await;
             return;
         }
+        metrics::task_state(&sig.name, "retry");
         if let Err(e) = self.server.send_task(sig).await {
             self.give_back(delivery, &e).await;
             return;
@@ -598,6 +605,7 @@ impl Worker {
             self.give_back(delivery, &e).await;
             return;
         }
+        metrics::task_state(&sig.name, "success");
         debug!(uuid = %sig.uuid, "task succeeded");
         let mut follow_up = Ok(());
         for cb in &sig.on_success {
@@ -682,6 +690,7 @@ impl Worker {
             self.give_back(delivery, &e).await;
             return;
         }
+        metrics::task_state(&sig.name, "failure");
         self.report(&Error::TaskFailed(format!(
             "task {} ({}) failed: {text}",
             sig.name, sig.uuid

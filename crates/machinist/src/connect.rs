@@ -7,7 +7,9 @@
 //! | empty | the embedded default, `sqlite://machinist.db` in the working directory | all | `sqlite` (default) |
 //! | `sqlite://file.db`, `sqlite:///abs/file.db`, `sqlite::memory:` | SQLite (`machinist-sqlite`) | broker, backend, lock | `sqlite` (default) |
 //! | `memory`, `eager`, `memory://NAME` | in-process ([`crate::memory`]) | broker, backend, lock | always |
-//! | `redis://`, `rediss://`, `redis+socket://` | Redis | broker, backend, lock | `redis` (not in this version) |
+//! | `redis://[[user]:password@]host[:port][/db]`, `redis+socket://[password@]/path.sock[:/db]` | Redis (`machinist-redis`) | broker, backend, lock | `redis` |
+//! | `redis://[password@]h1:p1,h2:p2,…` (Go's cluster form), or one host with `redis.cluster_enabled` | Redis Cluster (`machinist-redis`) | broker, backend, lock | `redis` |
+//! | `rediss://…` | Redis over TLS (rustls, the system's root certificates) | broker, backend, lock | `redis-tls` |
 //! | `amqp://`, `amqps://` | AMQP 0-9-1 (RabbitMQ) | broker, backend | `amqp` (not in this version) |
 //! | `https://sqs…` | AWS SQS | broker | `sqs` (not in this version) |
 //! | `gcppubsub://PROJECT/SUBSCRIPTION` | GCP Pub/Sub | broker | `gcppubsub` (not in this version) |
@@ -18,7 +20,16 @@
 //! Sharing: within one process the same in-memory URL always gives the same instance (so a
 //! server and a worker built from two [`connect`] calls share their queues and results), and
 //! within one [`connect`] call the roles that name the same SQLite URL share one
-//! `SqliteStore`: one file, one writer.
+//! `SqliteStore` (one file, one writer), and the roles that name the same Redis URL share one
+//! `RedisConnection` (one multiplexed socket, plus one per consumer for blocking pops).
+//!
+//! The `redis:` section of the config applies to the Redis adapters: `cluster_enabled`,
+//! `delayed_tasks_key`, `delayed_tasks_poll_period`, `normal_tasks_poll_period` (how long a
+//! consumer blocks), `connect_timeout`, `read_timeout` / `write_timeout` (one reply timeout,
+//! the larger of the two), plus `default_queue`, `results_expire_in` and `lease`. Go's pool settings
+//! (`max_idle`, `max_active`, `max_idle_timeout`, `wait`) and `client_name` have no effect (one
+//! multiplexed connection replaces Go's pool); `master_name` (Sentinel) is refused with
+//! [`ConnectError::Unsupported`] rather than silently ignored.
 //!
 //! Errors are [`machinist_core::Error::Broker`], [`Backend`](machinist_core::Error::Backend) or
 //! [`Lock`](machinist_core::Error::Lock) after the role, with a [`ConnectError`] as their source
@@ -99,6 +110,10 @@ async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> 
                 .await?
                 .broker(),
         ),
+        #[cfg(feature = "redis")]
+        Adapter::Redis => Arc::new(machinist_redis::RedisBroker::new(
+            opened.redis(Role::Broker, &broker_plan, config).await?,
+        )),
         other => return Err(not_compiled(other, &broker_plan)),
     };
     let backend: Arc<dyn Backend> = match backend_plan.adapter {
@@ -116,6 +131,12 @@ async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> 
                 .await?
                 .backend(),
         ),
+        #[cfg(feature = "redis")]
+        Adapter::Redis => Arc::new(machinist_redis::RedisBackend::new(
+            opened
+                .redis(Role::ResultBackend, &backend_plan, config)
+                .await?,
+        )),
         other => return Err(not_compiled(other, &backend_plan)),
     };
     let lock: Arc<dyn Lock> = match lock_plan.adapter {
@@ -128,9 +149,13 @@ async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> 
         }),
         #[cfg(feature = "sqlite")]
         Adapter::Sqlite => Arc::new(opened.sqlite(Role::Lock, &lock_plan, config).await?.lock()),
+        #[cfg(feature = "redis")]
+        Adapter::Redis => Arc::new(machinist_redis::RedisLock::new(
+            opened.redis(Role::Lock, &lock_plan, config).await?,
+        )),
         other => return Err(not_compiled(other, &lock_plan)),
     };
-    #[cfg(not(feature = "sqlite"))]
+    #[cfg(not(any(feature = "sqlite", feature = "redis")))]
     let _ = opened;
     tracing::debug!(
         broker = %broker.describe(),
@@ -183,12 +208,94 @@ fn not_compiled(adapter: Adapter, plan: &Plan) -> Error {
     ))
 }
 
-/// SQLite stores opened by one [`connect`] call, by URL, so that roles naming the same URL
-/// share one store (one writer for the file).
+/// SQLite stores and Redis connections opened by one [`connect`] call, by URL, so that roles
+/// naming the same URL share one store (one writer for the file) or one connection.
 #[derive(Default)]
 struct Opened {
     #[cfg(feature = "sqlite")]
     sqlite: HashMap<String, machinist_sqlite::SqliteStore>,
+    #[cfg(feature = "redis")]
+    redis: HashMap<String, machinist_redis::RedisConnection>,
+}
+
+/// Wraps an adapter's error as the error of `role`.
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+fn role_error(role: Role, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    match role {
+        Role::Broker => Error::broker(e),
+        Role::ResultBackend => Error::backend(e),
+        Role::Lock => Error::lock(e),
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Opened {
+    /// The connection for `plan`'s URL, opened on first use with the `redis:` settings of
+    /// `config` ([`redis_options`]).
+    async fn redis(
+        &mut self,
+        role: Role,
+        plan: &Plan,
+        config: &Config,
+    ) -> Result<machinist_redis::RedisConnection> {
+        if let Some(conn) = self.redis.get(&plan.url) {
+            return Ok(conn.clone());
+        }
+        let options = redis_options(role, &plan.url, config)?;
+        let described = options.describe();
+        let conn = machinist_redis::RedisConnection::connect(options)
+            .await
+            .map_err(|e| role_error(role, e))?;
+        tracing::debug!(redis = %described, "connected to Redis");
+        self.redis.insert(plan.url.clone(), conn.clone());
+        Ok(conn)
+    }
+}
+
+/// The Redis settings [`connect`] uses for a Redis URL: Go's URL forms
+/// (`RedisOptions::from_url`), then the config's `default_queue`, `results_expire_in`, `lease`
+/// and `redis:` section (see the [module documentation](self) for which keys apply). A zero
+/// duration keeps the adapter's default, as Go does for its poll periods.
+#[cfg(feature = "redis")]
+fn redis_options(role: Role, url: &str, config: &Config) -> Result<machinist_redis::RedisOptions> {
+    let redis = &config.redis;
+    if !redis.master_name.trim().is_empty() {
+        return Err(ConnectError::Unsupported {
+            role,
+            url: shown(url),
+            what: "Redis Sentinel (`redis.master_name`)",
+        }
+        .into());
+    }
+    // Schemes are case-insensitive here (as in `Adapter::detect`); the adapter wants them lower.
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => url.to_owned(),
+    };
+    let mut options = machinist_redis::RedisOptions::from_url(&url)
+        .map_err(|e| role_error(role, e))?
+        .with_config(config)
+        .with_cluster(redis.cluster_enabled);
+    if !redis.delayed_tasks_key.trim().is_empty() {
+        options = options.with_delayed_tasks_key(redis.delayed_tasks_key.trim());
+    }
+    if !redis.delayed_tasks_poll_period.is_zero() {
+        options = options.with_delayed_tasks_poll_period(redis.delayed_tasks_poll_period);
+    }
+    if !redis.normal_tasks_poll_period.is_zero() {
+        options = options.with_block_timeout(redis.normal_tasks_poll_period);
+    }
+    if !config.lease.is_zero() {
+        options = options.with_lease(config.lease);
+    }
+    if !redis.connect_timeout.is_zero() {
+        options.connect_timeout = redis.connect_timeout;
+    }
+    let reply = redis.read_timeout.max(redis.write_timeout);
+    if !reply.is_zero() {
+        options.response_timeout = reply;
+    }
+    Ok(options)
 }
 
 #[cfg(feature = "sqlite")]
@@ -213,11 +320,7 @@ impl Opened {
             tokio::task::spawn_blocking(move || machinist_sqlite::SqliteStore::open(&url, options))
                 .await
                 .map_err(|e| Error::Other(format!("opening {}: {e}", shown(&plan.url))))?;
-        let store = opened.map_err(|e| match role {
-            Role::Broker => Error::broker(e),
-            Role::ResultBackend => Error::backend(e),
-            Role::Lock => Error::lock(e),
-        })?;
+        let store = opened.map_err(|e| role_error(role, e))?;
         tracing::debug!(url = %shown(&plan.url), "opened SQLite store");
         self.sqlite.insert(plan.url.clone(), store.clone());
         Ok(store)
@@ -292,6 +395,14 @@ impl Plan {
                 }
             });
         }
+        if adapter == Adapter::Redis && needs_tls(url) && !cfg!(feature = "redis-tls") {
+            return Err(ConnectError::FeatureDisabled {
+                role,
+                url: shown_url,
+                adapter,
+                feature: "redis-tls",
+            });
+        }
         Ok(Plan {
             adapter,
             url: url.to_owned(),
@@ -304,6 +415,12 @@ impl Plan {
             .split_once("://")
             .map_or_else(String::new, |(_, name)| name.to_owned())
     }
+}
+
+/// True for a `rediss://` URL (TLS).
+fn needs_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
 }
 
 /// The role a URL is for.
@@ -463,12 +580,19 @@ impl Adapter {
 
     /// True when this build has it.
     pub fn is_compiled(self) -> bool {
-        matches!(self, Adapter::Memory) || (cfg!(feature = "sqlite") && self == Adapter::Sqlite)
+        const COMPILED: &[Adapter] = &[
+            Adapter::Memory,
+            #[cfg(feature = "sqlite")]
+            Adapter::Sqlite,
+            #[cfg(feature = "redis")]
+            Adapter::Redis,
+        ];
+        COMPILED.contains(&self)
     }
 
     /// True when this version of machinist has the adapter at all (behind its feature).
     pub fn feature_exists(self) -> bool {
-        matches!(self, Adapter::Memory | Adapter::Sqlite)
+        matches!(self, Adapter::Memory | Adapter::Sqlite | Adapter::Redis)
     }
 }
 
@@ -552,6 +676,17 @@ pub enum ConnectError {
         /// The feature that provides it.
         feature: &'static str,
     },
+    /// The URL or a setting asks for something the adapter does not support yet (Redis
+    /// Sentinel).
+    #[error("{url}: {what} is not supported yet")]
+    Unsupported {
+        /// The role the URL was given for.
+        role: Role,
+        /// The URL, redacted.
+        url: String,
+        /// What is not supported.
+        what: &'static str,
+    },
     /// The adapter will come as a Cargo feature of machinist, but this version does not have it.
     #[error(
         "{url}: the {adapter} {role} (Cargo feature `{feature}` of machinist) is not available \
@@ -585,6 +720,7 @@ impl ConnectError {
             ConnectError::UnknownScheme { role, .. }
             | ConnectError::WrongRole { role, .. }
             | ConnectError::FeatureDisabled { role, .. }
+            | ConnectError::Unsupported { role, .. }
             | ConnectError::NotAvailable { role, .. } => *role,
         }
     }
@@ -688,13 +824,6 @@ mod tests {
     #[test]
     fn adapters_not_in_this_version_name_their_feature() {
         let cases = [
-            (
-                Role::Broker,
-                "redis://:secret@cache.internal:6379/0",
-                "redis",
-            ),
-            (Role::ResultBackend, "rediss://localhost", "redis"),
-            (Role::Lock, "redis+socket://:pw@/tmp/r.sock", "redis"),
             (Role::Broker, "amqp://guest:hunter2@rabbit:5672/", "amqp"),
             (Role::ResultBackend, "amqps://rabbit", "amqp"),
             (
@@ -806,13 +935,13 @@ mod tests {
 
     #[test]
     fn errors_are_typed_by_role() {
-        let e = Error::from(plan_err(Role::Lock, "redis://localhost"));
+        let e = Error::from(plan_err(Role::Lock, "memcache://localhost"));
         assert!(matches!(e, Error::Lock(_)), "{e:?}");
         let found = ConnectError::find(&e).expect("a ConnectError source");
         assert_eq!(found.role(), Role::Lock);
         assert!(
             e.to_string()
-                .starts_with("lock: redis://localhost: the Redis lock"),
+                .starts_with("lock: memcache://localhost: Memcache cannot be the lock"),
             "{e}"
         );
         assert!(ConnectError::find(&Error::Shutdown).is_none());
@@ -820,9 +949,9 @@ mod tests {
 
     #[tokio::test]
     async fn connect_reports_the_first_bad_role() {
-        let e = connect(&config("memory", "memory", "redis://x"))
+        let e = connect(&config("memory", "memory", "memcache://x"))
             .await
-            .expect_err("no redis");
+            .expect_err("not a lock");
         assert!(matches!(e, Error::Lock(_)), "{e}");
         let e = connect(&config("memory", "foo://x", "memory"))
             .await
@@ -881,6 +1010,312 @@ mod tests {
         let v: i64 = r.results(Duration::from_secs(5)).await.expect("result");
         assert_eq!(v, 42);
         worker.quit().await.expect("quit");
+    }
+
+    #[test]
+    fn redis_urls_need_the_redis_feature() {
+        let cases = [
+            (Role::Broker, "redis://:secret@cache.internal:6379/0"),
+            (Role::ResultBackend, "redis://h1:7000,h2:7001,h3:7002/0"),
+            (Role::Lock, "redis+socket://pw@/tmp/r.sock:/1"),
+            (Role::Broker, "REDIS://localhost"),
+        ];
+        for (role, url) in cases {
+            let plan = Plan::new(role, url);
+            if cfg!(feature = "redis") {
+                let plan = plan.expect(url);
+                assert_eq!(plan.adapter, Adapter::Redis, "{url}");
+                assert_eq!(plan.url, url);
+            } else {
+                let e = plan.expect_err(url);
+                let ConnectError::FeatureDisabled { feature, .. } = &e else {
+                    panic!("{url}: {e:?}");
+                };
+                assert_eq!(*feature, "redis");
+                let text = e.to_string();
+                assert!(text.contains("features = [\"redis\"]"), "{text}");
+                assert!(!text.contains("secret") && !text.contains("pw@"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn rediss_needs_the_redis_tls_feature() {
+        for url in ["rediss://:hunter2@cache.internal:6380/0", "REDISS://h"] {
+            let plan = Plan::new(Role::Broker, url);
+            if cfg!(feature = "redis-tls") {
+                assert_eq!(plan.expect(url).adapter, Adapter::Redis);
+                continue;
+            }
+            let e = plan.expect_err(url);
+            let ConnectError::FeatureDisabled { feature, .. } = &e else {
+                panic!("{url}: {e:?}");
+            };
+            let want = if cfg!(feature = "redis") {
+                "redis-tls"
+            } else {
+                "redis"
+            };
+            assert_eq!(*feature, want, "{url}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert!(needs_tls("rediss://x") && needs_tls("Rediss://x"));
+        assert!(!needs_tls("redis://x") && !needs_tls("redis+socket:///s"));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_settings_come_from_the_config() {
+        use std::time::Duration;
+
+        let mut cfg = Config::default();
+        let o = redis_options(Role::Broker, "redis://:pw@localhost:6379/2", &cfg).expect("ok");
+        assert!(!o.is_cluster());
+        assert_eq!(o.describe(), "redis://localhost:6379/2");
+        assert_eq!(o.default_queue, "machinery_tasks");
+        assert_eq!(o.delayed_tasks_key, "delayed_tasks");
+        assert_eq!(o.block_timeout, Duration::from_secs(1));
+        assert_eq!(o.delayed_tasks_poll_period, Duration::from_millis(500));
+        assert_eq!(o.connect_timeout, Duration::from_secs(15), "Go's default");
+        assert_eq!(o.response_timeout, Duration::from_secs(15), "Go's default");
+        assert_eq!(o.lease, Duration::from_secs(30));
+        assert_eq!(o.results_expire_in, Duration::from_secs(3600));
+
+        cfg.default_queue = "jobs".into();
+        cfg.results_expire_in = 60;
+        cfg.lease = Duration::from_secs(5);
+        cfg.redis.delayed_tasks_key = "later".into();
+        cfg.redis.normal_tasks_poll_period = Duration::from_millis(200);
+        cfg.redis.delayed_tasks_poll_period = Duration::from_millis(100);
+        cfg.redis.connect_timeout = Duration::from_secs(2);
+        cfg.redis.read_timeout = Duration::from_secs(3);
+        cfg.redis.write_timeout = Duration::from_secs(4);
+        cfg.redis.cluster_enabled = true;
+        let o = redis_options(Role::Broker, "redis://localhost:7000", &cfg).expect("ok");
+        assert!(o.is_cluster(), "cluster_enabled");
+        assert_eq!(o.default_queue, "jobs");
+        assert_eq!(o.results_expire_in, Duration::from_secs(60));
+        assert_eq!(o.lease, Duration::from_secs(5));
+        assert_eq!(o.delayed_tasks_key, "later");
+        assert_eq!(o.block_timeout, Duration::from_millis(200));
+        assert_eq!(o.delayed_tasks_poll_period, Duration::from_millis(100));
+        assert_eq!(o.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            o.response_timeout,
+            Duration::from_secs(4),
+            "the larger of the two"
+        );
+
+        // Zero keeps the defaults, as Go does for its poll periods.
+        let mut zero = Config::default();
+        zero.redis.normal_tasks_poll_period = Duration::ZERO;
+        zero.redis.delayed_tasks_poll_period = Duration::ZERO;
+        zero.redis.delayed_tasks_key = String::new();
+        let o = redis_options(Role::Broker, "redis://localhost", &zero).expect("ok");
+        assert_eq!(o.block_timeout, Duration::from_secs(1));
+        assert_eq!(o.delayed_tasks_poll_period, Duration::from_millis(500));
+        assert_eq!(o.delayed_tasks_key, "delayed_tasks");
+
+        // Go's multi-host form is a cluster; the socket form is not.
+        let o = redis_options(Role::Lock, "redis://pw@h1:7000,h2:7001", &Config::default())
+            .expect("cluster");
+        assert!(o.is_cluster());
+        assert_eq!(o.describe(), "redis://h1:7000,h2:7001 (cluster)");
+        let o = redis_options(
+            Role::Lock,
+            "redis+socket://pw@/tmp/r.sock:/3",
+            &Config::default(),
+        )
+        .expect("socket");
+        assert_eq!(o.describe(), "redis+socket:///tmp/r.sock:/3");
+        let o = redis_options(Role::Lock, "Redis://h:1/0", &Config::default()).expect("case");
+        assert_eq!(o.describe(), "redis://h:1/0");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn unusable_redis_settings_are_errors_of_their_role() {
+        let mut cfg = Config::default();
+        cfg.redis.master_name = "mymaster".into();
+        let e = redis_options(Role::ResultBackend, "redis://:pw@sentinel:26379", &cfg)
+            .expect_err("sentinel");
+        assert!(matches!(e, Error::Backend(_)), "{e:?}");
+        assert!(matches!(
+            ConnectError::find(&e),
+            Some(ConnectError::Unsupported { .. })
+        ));
+        assert_eq!(
+            e.to_string(),
+            "result backend: redis://sentinel:26379: Redis Sentinel (`redis.master_name`) is \
+             not supported yet"
+        );
+        let e = redis_options(
+            Role::Broker,
+            "redis://:pw@host:6379/notanumber",
+            &Config::default(),
+        )
+        .expect_err("bad db");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(e.to_string().contains("not a number"), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn an_unreachable_redis_is_an_error_of_its_role() {
+        // A closed port on loopback: refused at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+        let e = connect(&config("memory", &url, "memory"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Backend(_)), "{e:?}");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_round_trip_with_one_shared_connection() {
+        use std::time::Duration;
+
+        use machinist_core::{Chord, Group, Signature};
+        use machinist_testkit::redis_server::RedisServer;
+
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let url = redis.url_db(3);
+        let mut opened = Opened::default();
+        let adapters = connect_with(&config(&url, &url, &url), &mut opened)
+            .await
+            .expect("redis");
+        assert_eq!(opened.redis.len(), 1, "one URL, one connection");
+        assert!(adapters.broker.describe().contains("redis"), "{adapters:?}");
+
+        let cfg = Config {
+            no_unix_signals: true,
+            ..config(&url, &url, &url)
+        };
+        let server = server(cfg.clone()).await.expect("server");
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        server.register_task(
+            "multiply",
+            |machinist_core::Variadic(xs): machinist_core::Variadic<i64>| async move {
+                xs.iter().product::<i64>()
+            },
+        );
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(Signature::new("add").args((1i64, 2i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
+        assert_eq!(sum, 3);
+        let chord = Chord::new(
+            Group::new(vec![
+                Signature::new("add").args((1i64, 1i64)),
+                Signature::new("add").args((2i64, 2i64)),
+            ]),
+            Signature::new("multiply"),
+        );
+        let product: i64 = server
+            .send_chord(chord, 0)
+            .await
+            .expect("chord")
+            .results(Duration::from_secs(10))
+            .await
+            .expect("chord result");
+        assert_eq!(product, 8);
+        worker.quit().await.expect("quit");
+
+        // Another connect (another process, say) reads the stored state.
+        let again = connect(&cfg).await.expect("reconnect");
+        let state = again
+            .backend
+            .get_state(r.uuid())
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(state.is_success(), "{state:?}");
+        assert_eq!(
+            redis.command(&["EXISTS", r.uuid()]).as_deref(),
+            Some(":0\r\n"),
+            "the state is in the URL's database (3), not in 0"
+        );
+        adapters.close().await;
+        again.close().await;
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn go_multi_host_form_is_a_cluster() {
+        use std::time::Duration;
+
+        use machinist_testkit::redis_server::RedisCluster;
+
+        let Some(cluster) = RedisCluster::start(3) else {
+            return;
+        };
+        let url = cluster.url();
+        assert!(url.contains(','), "{url}");
+        let cfg = Config {
+            no_unix_signals: true,
+            ..config(&url, &url, &url)
+        };
+        let server = server(cfg).await.expect("cluster");
+        assert!(
+            server.broker().describe().contains("(cluster)"),
+            "{}",
+            server.broker().describe()
+        );
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
+        assert_eq!(sum, 42);
+        worker.quit().await.expect("quit");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn different_redis_urls_are_different_connections() {
+        use machinist_testkit::redis_server::RedisServer;
+
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let Some(socket) = RedisServer::start_unix() else {
+            return;
+        };
+        let mut opened = Opened::default();
+        let a = connect_with(
+            &config(&redis.url_db(0), &redis.url_db(1), &socket.url()),
+            &mut opened,
+        )
+        .await
+        .expect("redis");
+        assert_eq!(opened.redis.len(), 3);
+        let until = chrono::Utc::now() + chrono::Duration::seconds(5);
+        assert!(
+            a.lock
+                .try_lock("facade-lock", until)
+                .await
+                .expect("lock over the socket")
+        );
+        assert!(
+            socket
+                .command(&["KEYS", "*facade-lock*"])
+                .is_some_and(|keys| keys.contains("facade-lock")),
+            "the lock lives on the socket server"
+        );
+        a.close().await;
     }
 
     /// A fresh SQLite file path in the temp directory, removed (with its WAL files) on drop.

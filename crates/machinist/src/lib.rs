@@ -36,10 +36,11 @@
 //! ## Connecting by URL
 //!
 //! [`server()`] (or [`connect()`], for the adapters alone) picks the broker, result backend and
-//! lock from the URLs of a [`Config`]: `sqlite://tasks.db`, `memory`, later `redis://…`,
-//! `amqp://…` and the others Machinery knows. An empty URL means the embedded default,
-//! `sqlite://machinist.db` in the working directory: one durable file, no server to run.
-//! The [`connect`](mod@connect) module lists every scheme and the feature behind it.
+//! lock from the URLs of a [`Config`]: `sqlite://tasks.db`, `memory`, `redis://…` (feature
+//! `redis`), later `amqp://…` and the others Machinery knows. An empty URL means the embedded
+//! default, `sqlite://machinist.db` in the working directory: one durable file, no server to
+//! run. Moving to Redis is one URL: `BROKER=redis://localhost:6379/0`. The
+//! [`connect`](mod@connect) module lists every scheme and the feature behind it.
 //!
 //! ```no_run
 //! # async fn run() -> machinist::Result<()> {
@@ -56,11 +57,14 @@
 //! |---|---|
 //! | (always) | core: wire types, server, worker, workflows, in-memory adapters (`memory`, `eager`) |
 //! | `sqlite` (default) | module `sqlite` (`machinist-sqlite`): broker, backend and lock in one SQLite file (`sqlite://…`), the embedded default |
+//! | `redis` | module `redis` (`machinist-redis`): broker, backend and lock on Redis (`redis://`, `redis+socket://`, Go's multi-host cluster form), shared with Go Machinery peers |
+//! | `redis-tls` | `redis` plus `rediss://` (TLS through rustls) |
 //! | `otel` | W3C `traceparent` in task headers through OpenTelemetry |
 //!
-//! Adapters for Redis, AMQP, SQS, Pub/Sub, Memcache, MongoDB and DynamoDB will come as
-//! features of this crate, one per service, so a build compiles only what it uses; until then
-//! their URLs give a [`ConnectError::NotAvailable`] naming the feature.
+//! A URL whose adapter this build leaves out gives a [`ConnectError::FeatureDisabled`] naming
+//! the feature to enable. Adapters for AMQP, SQS, Pub/Sub, Memcache, MongoDB and DynamoDB will
+//! come as features of this crate, one per service, so a build compiles only what it uses;
+//! until then their URLs give a [`ConnectError::NotAvailable`] naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod connect;
@@ -72,3 +76,8 @@ pub use machinist_core::*;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use machinist_sqlite as sqlite;
+
+/// The Redis adapters: broker, result backend and lock, Go Machinery's keys.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use machinist_redis as redis;

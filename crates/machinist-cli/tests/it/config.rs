@@ -137,21 +137,18 @@ fn secrets_are_redacted_and_unavailable_adapters_named() {
          result_backend: amqp://guest:s3cret@rabbit:5672/\n",
     );
     let out = check(Some(&file), &[], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "redis and amqp are not in this build"
-    );
+    assert_eq!(out.status.code(), Some(1), "amqp is not in this build");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     for secret in ["hunter2", "s3cret", "guest"] {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
-    assert_eq!(
-        value(&text(&out.stdout), "broker"),
-        "redis://cache.internal:6379"
+    let stdout = text(&out.stdout);
+    assert_eq!(value(&stdout, "broker"), "redis://cache.internal:6379");
+    assert!(
+        stdout.contains("# broker: Redis"),
+        "the CLI has Redis: {stdout}"
     );
     let err = text(&out.stderr);
-    assert!(err.contains("`redis`"), "{err}");
     assert!(err.contains("`amqp`"), "{err}");
     assert!(err.contains("not available in this version"), "{err}");
 
@@ -161,8 +158,39 @@ fn secrets_are_redacted_and_unavailable_adapters_named() {
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("redis://cache.internal:6379"), "{err}");
-    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("amqp://rabbit:5672"), "{err}");
+    assert!(!err.contains("s3cret") && !err.contains("hunter2"), "{err}");
+
+    // rediss:// needs a build with TLS; the error names the feature.
+    let out = check(
+        None,
+        &[],
+        &["--broker", "rediss://:hunter2@cache.internal:6380"],
+    );
+    if cfg!(feature = "redis-tls") {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains("`redis-tls`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn a_redis_sentinel_is_refused_not_ignored() {
+    let file = TempFile::new(
+        "sentinel",
+        "yml",
+        "broker: redis://:pw@127.0.0.1:1/0\nredis:\n  master_name: mymaster\n",
+    );
+    let mut cmd = command(&["worker", "--config", file.arg()]);
+    cmd.env("RESULT_BACKEND", "memory").env("LOCK", "memory");
+    let out = run(cmd, b"");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("Sentinel"), "{err}");
+    assert!(err.contains("not supported yet"), "{err}");
 }
 
 #[test]
@@ -173,4 +201,29 @@ fn unknown_schemes_list_the_supported_ones() {
     assert!(err.contains("unknown URL scheme"), "{err}");
     assert!(err.contains("sqlite://PATH"), "{err}");
     assert!(!err.contains("pw"), "{err}");
+}
+
+#[test]
+fn the_example_config_file_checks() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machinist.yml");
+    let out = check(None, &[], &["--config", file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(value(&stdout, "broker"), "sqlite://machinist.db");
+    assert_eq!(value(&stdout, "redis.normal_tasks_poll_period"), "1s");
+    assert_eq!(value(&stdout, "task_time_limit"), "10m");
+    assert!(stdout.contains("# broker: SQLite"), "{stdout}");
+
+    // One URL moves it to Redis.
+    let out = check(
+        None,
+        &[("BROKER", "redis://localhost:6379/0")],
+        &["--config", file],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("# broker: Redis"),
+        "{}",
+        text(&out.stdout)
+    );
 }

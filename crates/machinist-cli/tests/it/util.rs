@@ -24,6 +24,8 @@ const CONFIG_ENV: &[&str] = &[
     "MACHINIST_LEASE",
     "MACHINIST_SHUTDOWN_TIMEOUT",
     "MACHINIST_TASK_TIME_LIMIT",
+    "MACHINIST_CONFIG_RELOAD_PERIOD",
+    "MACHINIST_PERIODIC_TASKS",
 ];
 
 /// A `machinist` command with a clean configuration environment.
@@ -73,30 +75,50 @@ pub fn temp_path(tag: &str, ext: &str) -> PathBuf {
     ))
 }
 
-/// A private SQLite database for one test: broker, backend and lock. Removed on drop, with
-/// its WAL files.
+/// Where one test's tasks live: broker, backend and lock on one URL. A private SQLite file
+/// (removed on drop, with its WAL files) or a Redis the test started.
 pub struct Db {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: String,
+    via_flags: bool,
 }
 
 impl Db {
+    /// A fresh SQLite file, named through `BROKER`, `RESULT_BACKEND`, `LOCK`.
     pub fn new(tag: &str) -> Self {
+        let path = temp_path(tag, "db");
         Db {
-            path: temp_path(tag, "db"),
+            url: format!("sqlite://{}", path.display()),
+            path: Some(path),
+            via_flags: false,
+        }
+    }
+
+    /// Another URL (a Redis), named by `--broker`, `--result-backend` and `--lock` flags.
+    pub fn with_flags(url: String) -> Self {
+        Db {
+            path: None,
+            url,
+            via_flags: true,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        self.url.clone()
     }
 
-    /// `machinist args…` on this database (through `BROKER`, `RESULT_BACKEND`, `LOCK`).
+    /// `machinist args…` on this database (through `BROKER`, `RESULT_BACKEND`, `LOCK`, or the
+    /// flags).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = command(args);
         let url = self.url();
-        cmd.env("BROKER", &url)
-            .env("RESULT_BACKEND", &url)
-            .env("LOCK", &url);
+        if self.via_flags {
+            cmd.args(["--broker", &url, "--result-backend", &url, "--lock", &url]);
+        } else {
+            cmd.env("BROKER", &url)
+                .env("RESULT_BACKEND", &url)
+                .env("LOCK", &url);
+        }
         cmd
     }
 
@@ -161,12 +183,20 @@ impl Db {
     /// Starts `machinist worker args…` in the background (it may create the database file at
     /// the same moment as the test's first command: machinist-sqlite must cope).
     pub fn worker(&self, args: &[&str]) -> Worker {
+        self.worker_with_env(args, &[])
+    }
+
+    /// [`Db::worker`] with more environment variables.
+    pub fn worker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let log = temp_path("worker", "log");
         let file = std::fs::File::create(&log).expect("worker log");
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
-        let child = self
-            .command(&all)
+        let mut cmd = self.command(&all);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
@@ -181,8 +211,9 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        let Some(path) = &self.path else { return };
         for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.path.clone().into_os_string();
+            let mut p = path.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);
         }
@@ -222,6 +253,22 @@ impl Worker {
                 Instant::now() < deadline,
                 "the worker did not exit within {within:?}; its log:\n{}",
                 self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the worker's log holds `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the worker's log after {within:?}:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -268,4 +315,22 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `GET path` over HTTP/1.0 on loopback; the body, or `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_owned())
 }

@@ -22,7 +22,7 @@ pub(crate) enum Input<'a> {
     Float(f64),
     Str(&'a str),
     Map(&'a [(Spanned<String>, Spanned<Node>)]),
-    Seq,
+    Seq(&'a [Spanned<Node>]),
 }
 
 impl Input<'_> {
@@ -35,7 +35,7 @@ impl Input<'_> {
             Input::Float(x) => format!("`{x}`"),
             Input::Str(s) => format!("`{s}`"),
             Input::Map(_) => "a mapping".to_owned(),
-            Input::Seq => "a list".to_owned(),
+            Input::Seq(_) => "a list".to_owned(),
         }
     }
 
@@ -47,7 +47,7 @@ impl Input<'_> {
             Input::Int(i) => Some(i.to_string()),
             Input::Float(x) => Some(x.to_string()),
             Input::Str(s) => Some((*s).to_owned()),
-            Input::Map(_) | Input::Seq => None,
+            Input::Map(_) | Input::Seq(_) => None,
         }
     }
 }
@@ -138,7 +138,9 @@ impl Kind for Secret {
     type T = String;
     fn parse(v: &Input<'_>) -> Result<String, String> {
         match v {
-            Input::Map(_) | Input::Seq => Err(format!("expected a string, got {}", v.describe())),
+            Input::Map(_) | Input::Seq(_) => {
+                Err(format!("expected a string, got {}", v.describe()))
+            }
             _ => Ok(v.text().unwrap_or_default()),
         }
     }
@@ -428,8 +430,8 @@ impl Kind for OptPath {
 
 type Args = BTreeMap<String, serde_json::Value>;
 
-/// A YAML node as JSON (for AMQP argument tables).
-fn node_to_json(node: &Node) -> Result<serde_json::Value, String> {
+/// A YAML node as JSON (for AMQP argument tables and periodic task arguments).
+pub(crate) fn node_to_json(node: &Node) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     Ok(match node {
         Node::Null => J::Null,
@@ -528,6 +530,28 @@ impl Kind for BindingArgs {
     }
     fn show(v: &Args) -> String {
         show_args(v)
+    }
+}
+
+/// `periodic_tasks`: a YAML list of entries; from the environment, one `SPEC | TASK [TYPE:VALUE
+/// ...]` line per entry.
+struct PeriodicTasks;
+impl Kind for PeriodicTasks {
+    type T = Vec<super::PeriodicTaskConfig>;
+    fn parse(v: &Input<'_>) -> Result<Self::T, String> {
+        match v {
+            Input::Null => Ok(Vec::new()),
+            Input::Seq(items) => super::periodic::from_yaml(items),
+            Input::Str(s) => super::periodic::from_lines(s),
+            _ => Err(got(
+                "a list of periodic tasks ({spec, task, args …} or \"SPEC | TASK [TYPE:VALUE ...]\")",
+                v,
+            )),
+        }
+    }
+    fn show(v: &Self::T) -> String {
+        let entries: Vec<String> = v.iter().map(ToString::to_string).collect();
+        format!("[{}]", entries.join(", "))
     }
 }
 
@@ -900,6 +924,13 @@ pub(crate) static FIELDS: &[Field] = &[
         LIVE,
         Dur,
         unregistered_max_backoff
+    ),
+    field!(
+        "periodic_tasks",
+        ["MACHINIST_PERIODIC_TASKS"],
+        RESTART,
+        PeriodicTasks,
+        periodic_tasks
     ),
 ];
 

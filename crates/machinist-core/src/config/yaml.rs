@@ -33,7 +33,7 @@ impl Node {
             Node::Int(i) => Input::Int(*i),
             Node::Float(x) => Input::Float(*x),
             Node::Str(s) => Input::Str(s),
-            Node::Seq(_) => Input::Seq,
+            Node::Seq(items) => Input::Seq(items),
             Node::Map(entries) => Input::Map(entries),
         }
     }

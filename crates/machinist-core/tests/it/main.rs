@@ -5,5 +5,6 @@ mod hooks;
 #[cfg(feature = "otel")]
 mod otel;
 mod outage;
+mod periodic;
 mod signals;
 mod wire;

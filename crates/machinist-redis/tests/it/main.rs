@@ -8,5 +8,6 @@ mod common;
 mod conformance;
 mod crash;
 mod interop;
+mod periodic;
 mod restart;
 mod throughput;

@@ -11,5 +11,6 @@ mod behaviour;
 mod common;
 mod conformance;
 mod crash;
+mod periodic;
 mod schema;
 mod throughput;
