@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use machinist::config::{ConfigError, ConfigWatcher};
+use machinist::config::{ConfigError, ConfigWatcher, PeriodicTaskConfig};
 use machinist::task::{BoxFuture, Handler, TaskOutcome};
 use machinist::{Arg, ArgError, Config, Error, Server, Stopped, Task, TaskContext, TaskError};
 use tokio::sync::watch;
@@ -35,6 +35,15 @@ pub struct WorkerArgs {
     /// the --config file changes; 0 means twice the number of CPUs).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// A periodic task to schedule, `'SPEC | NAME [TYPE:VALUE ...]'` (repeatable), e.g.
+    /// `--periodic '*/10 * * * * * | add int64:1 int64:2'`. Fired once per tick across every
+    /// worker sharing the lock; added to the config's `periodic_tasks`.
+    #[arg(
+        long = "periodic",
+        value_name = "'SPEC | NAME [TYPE:VALUE ...]'",
+        value_parser = PeriodicTaskConfig::parse_line
+    )]
+    pub periodic: Vec<PeriodicTaskConfig>,
     /// The worker's name in logs (Go's consumer tag).
     #[arg(long, value_name = "NAME", default_value = "machinist_worker")]
     pub tag: String,
@@ -66,17 +75,20 @@ impl WorkerArgs {
         if let Some(n) = self.concurrency {
             config.concurrency = n;
         }
+        config.periodic_tasks.extend(self.periodic.iter().cloned());
     }
 
     /// What is laid over the file after each reload: environment, then flags.
     fn overlay(&self) -> impl FnMut(&mut Config) -> Result<(), ConfigError> + Send + 'static {
         let config_args = self.config.clone();
         let concurrency = self.concurrency;
+        let periodic = self.periodic.clone();
         move |config| {
             config_args.overlay(config)?;
             if let Some(n) = concurrency {
                 config.concurrency = n;
             }
+            config.periodic_tasks.extend(periodic.iter().cloned());
             Ok(())
         }
     }
@@ -120,6 +132,12 @@ pub async fn run(
     machinist_examples::register(&server);
     log_every_task(&server);
     info!(tasks = ?server.registered_task_names(), "registered tasks");
+    let scheduled = server
+        .register_configured_periodic_tasks()
+        .context("scheduling the periodic tasks")?;
+    if scheduled > 0 {
+        info!(count = scheduled, "periodic tasks scheduled");
+    }
 
     let concurrency = server.config().concurrency;
     let mut queues = args.queues.into_iter();
