@@ -320,7 +320,7 @@ pub struct DynamoDbConfig {
 /// certificate.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TlsConfig {
-    /// `ca_file` / `MACHINIST_TLS_CA_FILE`: PEM file of extra root certificates.
+    /// `ca_file` / `MACHINIST_TLS_CA_FILE`: PEM file of the root certificates to trust (instead of the system's).
     pub ca_file: Option<PathBuf>,
     /// `cert_file` / `MACHINIST_TLS_CERT_FILE`: PEM client certificate (with `key_file`).
     pub cert_file: Option<PathBuf>,

@@ -12,7 +12,9 @@
 //!   sent concurrently (cluster: the members live in different slots).
 //! * `trigger_chord` is exactly-once and honours Go's redsync mutex: see
 //!   [`RedisBackend::trigger_chord`](machinist_core::Backend::trigger_chord) below.
+//! * `wait_for_change` is woken by the announcement `set_state` publishes (`notify.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, RedisConnection, jitter, random_u64};
 use crate::error::RedisError;
+use crate::notify::Notices;
 use crate::options::RedisOptions;
 use crate::scripts;
 
@@ -43,12 +46,18 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 ///   member (expired, deleted) is [`Error::StateNotFound`] naming it.
 /// * `trigger_chord`: true exactly once per group, also against Go workers (see the method).
 /// * `purge_state` / `purge_group`: `DEL`.
-/// * `wait_for_change`: the default (sleeps the poll interval): states written by Go workers
-///   would not notify anyway.
+/// * `wait_for_change`: woken by a pub/sub announcement of each SUCCESS or FAILURE write
+///   (published by the `set_state` script on `<key_prefix>:state:<uuid>`), so a result is seen
+///   as soon as it is stored; a wait never sleeps longer than
+///   [`RedisOptions::state_poll`] (1 s), which is how states written by Go workers (who
+///   announce nothing) are seen — at once too when the server has keyspace notifications on.
+///   In a cluster, or with [`RedisOptions::notify_states`] off, it sleeps the caller's poll.
 #[derive(Clone)]
 pub struct RedisBackend {
     conn: RedisConnection,
     ttl_secs: u64,
+    /// Announcements and their subscriptions (`None`: cluster, or turned off).
+    notices: Option<Arc<Notices>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -74,7 +83,13 @@ impl RedisBackend {
         } else {
             expire.as_secs().max(1)
         };
-        RedisBackend { conn, ttl_secs }
+        let notices = (conn.options().notify_states && !conn.options().is_cluster())
+            .then(|| Notices::new(conn.clone()));
+        RedisBackend {
+            conn,
+            ttl_secs,
+            notices,
+        }
     }
 
     fn c(&self) -> Conn {
@@ -177,12 +192,20 @@ impl Backend for RedisBackend {
         } else {
             0
         };
+        // Only the final states are announced (what result waiters wait for): one PUBLISH
+        // per task instead of three; RECEIVED, STARTED and RETRY are seen by the poll.
+        let channel = match &self.notices {
+            Some(n) if state.is_completed() => n.channel(key),
+            _ => String::new(),
+        };
         scripts::SET_STATE
             .key(key)
             .arg(json)
             .arg(self.ttl_secs)
             .arg(name_at)
             .arg(created_at)
+            .arg(channel)
+            .arg(state.state.as_str())
             .invoke_async::<i64>(&mut c)
             .await
             .map(drop)
@@ -327,6 +350,18 @@ impl Backend for RedisBackend {
         c.del::<_, ()>(group_uuid)
             .await
             .map_err(|e| backend_err(RedisError::redis("deleting group metadata", group_uuid, e)))
+    }
+
+    /// Returns when `task_uuid`'s final state is announced (written by machinist), after at
+    /// most [`RedisOptions::state_poll`] (intermediate states, states written by Go), or after
+    /// `timeout`. The first wait
+    /// for a task subscribes to its announcements and returns at once, so that the caller reads
+    /// again: a write between its last read and the subscription is not missed.
+    async fn wait_for_change(&self, task_uuid: &str, timeout: Duration) {
+        match &self.notices {
+            Some(notices) => notices.wait(task_uuid, timeout).await,
+            None => tokio::time::sleep(timeout).await,
+        }
     }
 
     fn describe(&self) -> String {

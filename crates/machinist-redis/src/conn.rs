@@ -10,7 +10,14 @@
 //! Outages: [`Outage`] makes "Redis went away" one warning and "Redis is back" one info line,
 //! however many loops notice it; [`Backoff`] spaces the retries (100 ms doubling to 5 s, with
 //! jitter), so nothing spins while Redis is down.
+//!
+//! Sentinel: [`SentinelConn`] asks the sentinels for the master's address whenever it has no
+//! connection, and drops its connection on any error that may mean "this is no longer the
+//! master" (I/O, refused, timeout, `READONLY`, `MASTERDOWN`), so the command after a failover
+//! goes to the promoted replica. Blocking and pub/sub connections resolve the master the same
+//! way each time they are opened.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +26,10 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::RedisError;
 use crate::options::RedisOptions;
@@ -35,6 +43,8 @@ pub(crate) enum Conn {
     Plain(MultiplexedConnection),
     /// Cluster; the cluster client reconnects and follows slot moves by itself.
     Cluster(ClusterConnection),
+    /// The master named by Sentinel, re-resolved after failures.
+    Sentinel(SentinelConn),
 }
 
 impl ConnectionLike for Conn {
@@ -43,6 +53,7 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_command(cmd),
             Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -56,6 +67,7 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -64,8 +76,243 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.get_db(),
             Conn::Plain(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.shared.db,
         }
     }
+}
+
+/// The master of a Sentinel-monitored deployment: one multiplexed connection, replaced through
+/// the sentinels after an error that may mean a failover. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SentinelConn {
+    shared: Arc<SentinelShared>,
+}
+
+struct SentinelShared {
+    /// The sentinels; locked while resolving, which also serializes reconnects.
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The current connection and its generation.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    master_name: String,
+    /// The master's address last resolved, for the log line on a change.
+    master_addr: Mutex<Option<String>>,
+    /// The last failed attempt to reach the master: callers queued behind it fail at once
+    /// instead of each walking the sentinels again.
+    last_failure: Mutex<Option<(Instant, redis::RedisError)>>,
+    db: i64,
+}
+
+/// How long a failed attempt to reach the master answers for the callers queued behind it.
+const FAILURE_REUSE: Duration = Duration::from_millis(250);
+
+impl SentinelConn {
+    fn new(options: &RedisOptions, response_timeout: Duration) -> redis::RedisResult<Self> {
+        let master_name = options.sentinel_master().unwrap_or_default().to_owned();
+        let client = sentinel_client(options, &master_name)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        Ok(SentinelConn {
+            shared: Arc::new(SentinelShared {
+                client: tokio::sync::Mutex::new(client),
+                current: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                config,
+                connect_timeout: options.connect_timeout,
+                master_name,
+                master_addr: Mutex::new(None),
+                last_failure: Mutex::new(None),
+                db: options.target.auth.db,
+            }),
+        })
+    }
+
+    /// A client for the current master, asked of the sentinels now.
+    pub(crate) async fn master_client(&self) -> redis::RedisResult<redis::Client> {
+        let shared = &self.shared;
+        let mut sentinels = shared.client.lock().await;
+        self.resolve(&mut sentinels).await
+    }
+
+    async fn resolve(&self, sentinels: &mut SentinelClient) -> redis::RedisResult<redis::Client> {
+        let shared = &self.shared;
+        // Each sentinel and the master's role check have their own timeouts; this bounds the
+        // whole walk over the list.
+        let bound = shared.connect_timeout.saturating_mul(2);
+        let client = tokio::time::timeout(bound, sentinels.async_get_client())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no sentinel named a reachable master {:?} within {bound:?}",
+                        shared.master_name
+                    ),
+                ))
+            })??;
+        let addr = client.get_connection_info().addr().to_string();
+        let mut last = shared.master_addr.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_deref() {
+            None => debug!(master = %shared.master_name, %addr, "Sentinel named the master"),
+            Some(previous) if previous != addr => info!(
+                master = %shared.master_name,
+                %previous,
+                %addr,
+                "Sentinel names a new master (failover)"
+            ),
+            Some(_) => {}
+        }
+        *last = Some(addr);
+        Ok(client)
+    }
+
+    /// The current connection, or a new one to the master the sentinels name now.
+    async fn connection(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let shared = &self.shared;
+        let mut sentinels = shared.client.lock().await;
+        // Another caller may have reconnected, or just failed to, while this one waited.
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        if let Some((at, e)) = &*shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < FAILURE_REUSE
+        {
+            return Err(e.clone());
+        }
+        let opened = match self.resolve(&mut sentinels).await {
+            Ok(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&shared.config)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let conn = match opened {
+            Ok(conn) => conn,
+            Err(e) => {
+                *shared
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
+        let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *shared.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops connection `generation` after an error that may mean it no longer reaches the
+    /// master.
+    fn failed(&self, generation: u64, e: &redis::RedisError) {
+        if !crate::error::may_be_failover(e) {
+            return;
+        }
+        let mut current = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+}
+
+impl ConnectionLike for SentinelConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.connection().await?;
+            let result = conn.req_packed_command(cmd).await;
+            if let Err(e) = &result {
+                self.failed(generation, e);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.connection().await?;
+            let result = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &result {
+                self.failed(generation, e);
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.db
+    }
+}
+
+/// A redis-rs Sentinel client for `options`: the URL's hosts are the sentinels (with the
+/// sentinel password), the URL's credentials and db are the master's; TLS to both with the
+/// same material when the URL is `rediss://`.
+fn sentinel_client(
+    options: &RedisOptions,
+    master_name: &str,
+) -> redis::RedisResult<SentinelClient> {
+    let infos = options.connection_infos().map_err(bad_settings)?;
+    let sentinels: Vec<redis::ConnectionAddr> = infos.iter().map(|i| i.addr().clone()).collect();
+    let mut builder =
+        SentinelClientBuilder::new(sentinels, master_name, SentinelServerType::Master)?;
+    let auth = &options.target.auth;
+    builder = builder.set_client_to_redis_db(auth.db);
+    if let Some(user) = &auth.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &auth.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(password) = options.sentinel.as_ref().and_then(|s| s.password.as_ref()) {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    #[cfg(feature = "tls")]
+    if options.target.tls {
+        let mode = if options.tls_files.insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        builder = builder.set_client_to_redis_tls_mode(mode);
+        if let Some(certificates) = options.tls_certificates().map_err(bad_settings)? {
+            builder = builder.set_client_to_redis_certificates(certificates);
+        }
+    }
+    builder.build()
+}
+
+fn bad_settings(e: RedisError) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "bad settings",
+        e.to_string(),
+    ))
 }
 
 /// The shared connection of the Redis adapters: build one with [`RedisConnection::connect`]
@@ -97,9 +344,17 @@ impl RedisConnection {
     pub async fn connect(options: RedisOptions) -> Result<Self, RedisError> {
         options.validate()?;
         let what = format!("connecting to {}", options.describe());
-        let conn = open(&options, None)
-            .await
-            .map_err(|e| RedisError::redis(what, "", e))?;
+        let conn = open(&options, None).await.map_err(|e| {
+            let what = if options.target.tls && e.to_string().contains("certificate") {
+                format!(
+                    "{what} (TLS: the server's certificate was not accepted; trust its CA with \
+                     `tls.ca_file`)"
+                )
+            } else {
+                what
+            };
+            RedisError::redis(what, "", e)
+        })?;
         let outage = Arc::new(Outage::new(options.describe()));
         Ok(RedisConnection {
             inner: Arc::new(ConnInner {
@@ -126,26 +381,73 @@ impl RedisConnection {
 
     /// Opens a dedicated connection for blocking commands that block up to `block`.
     pub(crate) async fn blocking(&self, block: Duration) -> Result<Conn, RedisError> {
-        open(&self.inner.options, Some(block))
-            .await
-            .map_err(|e| RedisError::redis("opening a connection for blocking pops", "", e))
+        let opened = match &self.inner.conn {
+            Conn::Sentinel(sentinel) => {
+                let options = &self.inner.options;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(options.connect_timeout))
+                    .set_response_timeout(Some(block + options.response_timeout));
+                match sentinel.master_client().await {
+                    Ok(client) => client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Plain),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => open(&self.inner.options, Some(block)).await,
+        };
+        opened.map_err(|e| RedisError::redis("opening a connection for blocking pops", "", e))
+    }
+
+    /// Opens a RESP2 pub/sub connection to the (master) server; `None` in a cluster.
+    pub(crate) async fn pubsub(&self) -> Result<Option<redis::aio::PubSub>, RedisError> {
+        let options = &self.inner.options;
+        let client = match &self.inner.conn {
+            Conn::Cluster(_) => return Ok(None),
+            Conn::Sentinel(sentinel) => sentinel.master_client().await,
+            _ => options
+                .connection_infos()
+                .map_err(bad_settings)
+                .and_then(|infos| {
+                    infos.into_iter().next().ok_or_else(|| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "no Redis host given",
+                        ))
+                    })
+                })
+                .and_then(redis::Client::open),
+        }
+        .map_err(|e| RedisError::redis("opening a pub/sub connection", "", e))?;
+        match tokio::time::timeout(options.connect_timeout, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => Ok(Some(pubsub)),
+            Ok(Err(e)) => Err(RedisError::redis("opening a pub/sub connection", "", e)),
+            Err(_) => Err(RedisError::redis(
+                "opening a pub/sub connection",
+                "",
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("not connected within {:?}", options.connect_timeout),
+                )),
+            )),
+        }
     }
 }
 
 /// Opens a connection: the shared kind when `block` is `None`, else a dedicated one whose reply
 /// timeout covers the block.
 async fn open(options: &RedisOptions, block: Option<Duration>) -> redis::RedisResult<Conn> {
-    let infos = options.connection_infos().map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
-            "bad settings",
-            e.to_string(),
-        ))
-    })?;
     let response_timeout = match block {
         Some(block) => block + options.response_timeout,
         None => options.response_timeout,
     };
+    if options.is_sentinel() {
+        let sentinel = SentinelConn::new(options, response_timeout)?;
+        sentinel.connection().await?;
+        return Ok(Conn::Sentinel(sentinel));
+    }
+    let infos = options.connection_infos().map_err(bad_settings)?;
     if options.is_cluster() {
         let client = ClusterClient::builder(infos)
             .connection_timeout(options.connect_timeout)

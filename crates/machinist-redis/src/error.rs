@@ -99,7 +99,8 @@ fn is_wrong_type(e: &redis::RedisError) -> bool {
 }
 
 /// Connection-level failures: I/O, timeouts, refused or dropped connections, a server still
-/// loading its data after a restart, a cluster reconfiguring.
+/// loading its data after a restart, a cluster reconfiguring, a Sentinel failover under way
+/// (no master named yet, or a write that reached the demoted master: `READONLY`).
 pub(crate) fn is_outage(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     e.is_io_error()
@@ -107,9 +108,11 @@ pub(crate) fn is_outage(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
+        || is_read_only(e)
         || matches!(
             e.kind(),
             ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::MasterNameNotFoundBySentinel
                 | ErrorKind::Server(
                     ServerErrorKind::BusyLoading
                         | ServerErrorKind::ClusterDown
@@ -117,4 +120,27 @@ pub(crate) fn is_outage(e: &redis::RedisError) -> bool {
                         | ServerErrorKind::MasterDown
                 )
         )
+}
+
+/// Errors after which a Sentinel client must ask the sentinels again: the connection broke or
+/// hangs, or the server it reaches is no longer the master.
+pub(crate) fn may_be_failover(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || is_read_only(e)
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::MasterDown | ServerErrorKind::BusyLoading)
+        )
+}
+
+/// `READONLY You can't write against a read only replica`, also when a script hit it.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    e.code() == Some("READONLY")
+        || e.detail().is_some_and(|d| d.contains("READONLY"))
+        || e.to_string().contains("READONLY")
 }

@@ -23,13 +23,14 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `options` | [`RedisOptions`]: Go's URL forms (`redis://`, `rediss://`, `redis+socket://`, multi-host cluster) and the knobs |
-//! | `conn` | [`RedisConnection`]: the shared auto-reconnecting connection; dedicated connections for blocking pops; outage logging and back-off |
+//! | `options` | [`RedisOptions`]: Go's URL forms (`redis://`, `rediss://`, `redis+socket://`, multi-host cluster), Sentinel, TLS files and the knobs |
+//! | `conn` | [`RedisConnection`]: the shared auto-reconnecting connection (standalone, cluster, or the master named by Sentinel); dedicated connections for blocking pops and pub/sub; outage logging and back-off |
 //! | `keys` | the keys machinist adds, with cluster hash tags |
 //! | `scripts` | every Lua script, each making one step atomic |
 //! | `broker` | [`RedisBroker`]: Go's queues and delayed set, consumed at-least-once |
 //! | `backend` | [`RedisBackend`]: Go's state and group keys, atomic merge, Go-compatible chord trigger |
 //! | `lock` | [`RedisLock`]: Go's periodic-task lock |
+//! | `notify` | pushed result waits: state announcements and their subscriptions |
 //! | `error` | [`RedisError`] |
 //!
 //! ## Keys
@@ -46,6 +47,7 @@
 //! | `machinist:dead:{<queue>}` | list | machinist | dead letters: `{"reason":…,"body":…}` |
 //! | `machinist:consumer:<consumer>` | string, expiring | machinist | a consumer's lease |
 //! | `machinist:consumers` | hash | machinist | consumer → its queues (JSON array) |
+//! | `machinist:state:<uuid>` | pub/sub channel | machinist (not in a cluster) | announces each SUCCESS or FAILURE write (message: the state's name) |
 //!
 //! ## Scripts
 //!
@@ -59,7 +61,7 @@
 //! | reap | processing, queue | move a whole processing list back to the queue's front, in order |
 //! | move due | delayed set | `ZRANGEBYSCORE … LIMIT 0 100`, `ZREM`, `RPUSH` to each message's `RoutingKey` (cjson) |
 //! | purge | queue | `LLEN` then `DEL` |
-//! | set state | state | `GET` + cjson, splice `TaskName`/`CreatedAt` into the new text, `SET … EX` |
+//! | set state | state | `GET` + cjson, splice `TaskName`/`CreatedAt` into the new text, `SET … EX`, `PUBLISH` the announcement |
 //! | trigger chord | group [, `TriggerChordMutex`] | "busy" while Go holds the mutex, else flip `ChordTriggered` once (`KEEPTTL`) |
 //! | lock | lock key | `SET NX PX`, or take over a passed deadline |
 //!
@@ -73,9 +75,51 @@
 //! | `connect_timeout` | [`RedisOptions::connect_timeout`] |
 //! | `read_timeout`, `write_timeout` | [`RedisOptions::response_timeout`] (one timeout per round trip) |
 //! | `cluster_enabled` (v1 `cluster_mode`) | [`RedisOptions::cluster`]; several hosts in the URL also mean a cluster |
-//! | `max_idle`, `max_active`, `max_idle_timeout`, `wait` | no effect: one multiplexed connection replaces Go's pool (plus one per consumer for blocking pops) |
+//! | `master_name` | [`RedisOptions::with_sentinel`]: the URL's hosts are sentinels (wins over the cluster form, as in go-redis) |
+//! | `sentinel_password` | [`RedisOptions::with_sentinel_password`] |
+//! | `max_idle`, `max_active`, `max_idle_timeout`, `wait` | no effect: one multiplexed connection replaces Go's pool (plus one per consumer for blocking pops, one per backend for pub/sub) |
 //! | `client_name` | no effect |
-//! | `master_name`, `sentinel_password` | not supported yet (Sentinel) |
+//! | (Go: `TLSConfig` in code) `tls.ca_file`, `tls.cert_file` + `tls.key_file`, `tls.insecure_skip_verify` | [`RedisOptions::with_tls_ca_file`], [`RedisOptions::with_tls_client_cert`], [`RedisOptions::with_tls_insecure_skip_verify`] (for `rediss://` only) |
+//!
+//! ## Sentinel
+//!
+//! With a master name (Go's `master_name`; go-redis then builds a `FailoverClient`), the URL
+//! lists the sentinels, `redis://[password@]s1:26379,s2:26379/db`; the password and db are
+//! the master's, the sentinels' own password is `sentinel_password`. The sentinels are asked
+//! in order (an unreachable one is skipped) for the master's address, which is checked with
+//! `ROLE` before use. The shared connection, each consumer's blocking connection and the
+//! pub/sub connection ask again whenever they reconnect, and the shared connection drops itself
+//! on any error that may mean a failover (I/O, timeout, `READONLY`, `MASTERDOWN`): after the
+//! sentinels promote a replica, the next command of each loop goes to it, with the usual
+//! outage back-off and log lines meanwhile, and one info line naming the new master. Only the
+//! master is used (no reads from replicas). What the old master acknowledged but had not yet
+//! replicated is lost with it, as with any Redis failover: messages in a consumer's processing
+//! list come back through the lease reaper if they were replicated.
+//!
+//! ## TLS
+//!
+//! `rediss://` (feature `tls`) verifies the server's certificate against the system's root
+//! certificates, or only against the CA file given ([`RedisOptions::with_tls_ca_file`], the
+//! facade's `tls.ca_file`); a client certificate is presented with
+//! [`RedisOptions::with_tls_client_cert`]. A certificate that is not accepted fails
+//! `connect` with rustls's reason (`invalid peer certificate: UnknownIssuer`) and a hint to
+//! set the CA file. With Sentinel and `rediss://`, sentinels and master are reached over TLS
+//! with the same material (that combination is not covered by the tests yet).
+//!
+//! ## Result waits
+//!
+//! [`RedisBackend`]'s `wait_for_change` does not poll: each SUCCESS or FAILURE write publishes
+//! an announcement inside the script that stores it (no extra round trip), and each backend
+//! subscribes, on one pub/sub connection opened at the first wait, to the channels of the
+//! tasks being waited for. A waiter wakes within milliseconds of the write. Intermediate states
+//! (RECEIVED, STARTED, RETRY: one `PUBLISH` per task, not four) and states written by Go
+//! workers announce nothing: a wait never sleeps longer than
+//! [`RedisOptions::state_poll`] (1 s), so they are still seen; when the server has keyspace
+//! notifications on for strings (`notify-keyspace-events K$`, or `KA`), waiters also
+//! subscribe to the key's keyspace channel and Go's writes wake them at once too. In a
+//! cluster (where `PUBLISH` reaches every node) or with
+//! [`RedisOptions::notify_states`] off, nothing is published and waits sleep the caller's
+//! poll interval.
 //!
 //! ## Guarantees
 //!
@@ -111,10 +155,8 @@
 //! * A stored state of the wrong Redis type is a clear [`RedisError::WrongType`], not a Go
 //!   `redigo` type error; a member whose state expired mid-group is
 //!   `StateNotFound(<member uuid>)`.
-//! * Result waiters poll (the core's default `wait_for_change`); states are not announced by
-//!   pub/sub.
-//! * `rediss://` verifies the server against the system's root certificates; there is no
-//!   option yet for a private CA or for skipping verification.
+//! * Result waiters are woken by pub/sub announcements machinist publishes; Go's waiters still
+//!   poll (and ignore the announcements).
 //! * Redis 6.2 or later is needed (`LMOVE`, `BLMOVE`, `SET … KEEPTTL`).
 //! * In a cluster, due delayed tasks are claimed by a script and then pushed to their queues by
 //!   the client (the queues live in other slots); a push that fails puts the task back in the
@@ -125,7 +167,9 @@
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `tls` | off | `rediss://` through rustls (with the `ring` provider) |
+//! | `tls` | off | `rediss://` through rustls (with the `ring` provider; no C crypto build) |
+//!
+//! Sentinel needs no feature (redis-rs's `sentinel` adds no crate to the build).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
@@ -134,6 +178,7 @@ mod conn;
 mod error;
 mod keys;
 mod lock;
+mod notify;
 mod options;
 mod scripts;
 

@@ -52,6 +52,31 @@ pub(crate) struct Target {
     pub(crate) auth: Auth,
 }
 
+/// Redis Sentinel: the URL's hosts are sentinels that name the master of `master_name`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SentinelSettings {
+    pub(crate) master_name: String,
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("master_name", &self.master_name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// TLS material for `rediss://` (files are read when a connection is opened).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) insecure: bool,
+}
+
 /// Settings of the Redis adapters. Build with [`RedisOptions::from_url`], then
 /// [`RedisOptions::with_config`] and the `with_*` methods.
 ///
@@ -67,10 +92,23 @@ pub(crate) struct Target {
 /// A single host becomes a cluster too with [`RedisOptions::with_cluster`] (Go's
 /// `cluster_enabled`). Passwords in TCP URLs are percent-decoded (Go parses them with
 /// `net/url`); in the socket form they are taken verbatim, as Go does.
+///
+/// **Sentinel** (Go's `master_name`): with [`RedisOptions::with_sentinel`] the URL's hosts
+/// (`redis://[password@]s1:26379,s2:26379/db`) are the sentinels, asked for the address of the
+/// named master; the URL's password and db are the master's, the sentinels' own password is
+/// [`RedisOptions::with_sentinel_password`]. As in go-redis, a master name wins over the
+/// cluster form: several hosts then mean several sentinels.
+///
+/// **TLS** (`rediss://`): the server is verified against the system's root certificates, or
+/// against [`RedisOptions::with_tls_ca_file`] instead; a client certificate is sent with
+/// [`RedisOptions::with_tls_client_cert`]. With Sentinel, the sentinels are reached over TLS
+/// too, with the same material.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
     pub(crate) target: Target,
+    pub(crate) sentinel: Option<SentinelSettings>,
+    pub(crate) tls_files: TlsFiles,
     /// Use the cluster client even with one seed node (Go's `cluster_enabled`). Several hosts in
     /// the URL always mean a cluster.
     pub cluster: bool,
@@ -109,6 +147,14 @@ pub struct RedisOptions {
     /// Time allowed for a reply to an ordinary command (default 10 s; Go's `read_timeout` is
     /// 15 s). Blocking pops use their own connection with a longer timeout.
     pub response_timeout: Duration,
+    /// Announce every final state write (SUCCESS, FAILURE) on a pub/sub channel,
+    /// `<key_prefix>:state:<task uuid>`, and wake result waiters by subscribing to it (default
+    /// true; standalone and Sentinel, not in a cluster). Off: no `PUBLISH`, waiters poll.
+    pub notify_states: bool,
+    /// The longest a result waiter sleeps between two reads of a state when no notice comes
+    /// (default 1 s): states written by Go workers announce nothing, so they are seen by this
+    /// poll (or at once, when the server has keyspace notifications on: see the crate docs).
+    pub state_poll: Duration,
 }
 
 impl RedisOptions {
@@ -118,6 +164,8 @@ impl RedisOptions {
         let cluster = target.endpoints.len() > 1;
         Ok(RedisOptions {
             target,
+            sentinel: None,
+            tls_files: TlsFiles::default(),
             cluster,
             delayed_tasks_key: DEFAULT_DELAYED_TASKS_KEY.to_owned(),
             delayed_tasks_poll_period: Duration::from_millis(500),
@@ -131,6 +179,8 @@ impl RedisOptions {
             key_prefix: "machinist".to_owned(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
+            notify_states: true,
+            state_poll: Duration::from_secs(1),
         })
     }
 
@@ -144,6 +194,83 @@ impl RedisOptions {
     /// Sets [`RedisOptions::cluster`].
     pub fn with_cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster || self.target.endpoints.len() > 1;
+        self
+    }
+
+    /// Uses Redis Sentinel (Go's `master_name`): the URL's hosts are sentinels, asked for the
+    /// master named `master_name`. An empty name turns Sentinel off.
+    pub fn with_sentinel(mut self, master_name: impl Into<String>) -> Self {
+        let master_name = master_name.into();
+        if master_name.is_empty() {
+            self.sentinel = None;
+        } else {
+            let password = self.sentinel.take().and_then(|s| s.password);
+            self.sentinel = Some(SentinelSettings {
+                master_name,
+                password,
+            });
+        }
+        self
+    }
+
+    /// The sentinels' own password (Go's `sentinel_password`; empty: none). Takes effect with
+    /// [`RedisOptions::with_sentinel`], in either order.
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        let password = Some(password.into()).filter(|p| !p.is_empty());
+        match &mut self.sentinel {
+            Some(s) => s.password = password,
+            None => {
+                self.sentinel = password.map(|password| SentinelSettings {
+                    master_name: String::new(),
+                    password: Some(password),
+                });
+            }
+        }
+        self
+    }
+
+    /// The master name when Sentinel is used.
+    pub fn sentinel_master(&self) -> Option<&str> {
+        self.sentinel
+            .as_ref()
+            .map(|s| s.master_name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// `rediss://`: trust the CA certificates of this PEM file instead of the system's roots
+    /// (`tls.ca_file`).
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_files.ca_file = Some(path.into());
+        self
+    }
+
+    /// `rediss://`: present this PEM client certificate and private key (`tls.cert_file`,
+    /// `tls.key_file`), for servers started with `tls-auth-clients yes`.
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_files.cert_file = Some(cert_file.into());
+        self.tls_files.key_file = Some(key_file.into());
+        self
+    }
+
+    /// `rediss://`: accept any server certificate (`tls.insecure_skip_verify`; tests only).
+    pub fn with_tls_insecure_skip_verify(mut self, insecure: bool) -> Self {
+        self.tls_files.insecure = insecure;
+        self
+    }
+
+    /// Sets [`RedisOptions::notify_states`].
+    pub fn with_notify_states(mut self, notify: bool) -> Self {
+        self.notify_states = notify;
+        self
+    }
+
+    /// Sets [`RedisOptions::state_poll`].
+    pub fn with_state_poll(mut self, poll: Duration) -> Self {
+        self.state_poll = poll;
         self
     }
     /// Sets [`RedisOptions::delayed_tasks_key`].
@@ -187,13 +314,19 @@ impl RedisOptions {
         self
     }
 
-    /// True when the cluster client is used.
+    /// True when the cluster client is used (never with Sentinel).
     pub fn is_cluster(&self) -> bool {
-        self.cluster || self.target.endpoints.len() > 1
+        (self.cluster || self.target.endpoints.len() > 1) && self.sentinel_master().is_none()
+    }
+
+    /// True when the master is found through Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel_master().is_some()
     }
 
     /// The location with no credentials, for logs: `redis://host:port/db`,
-    /// `redis+socket:///path.sock:/db`, `redis://h1:p1,h2:p2` (cluster).
+    /// `redis+socket:///path.sock:/db`, `redis://h1:p1,h2:p2 (cluster)`,
+    /// `redis://s1:p1,s2:p2/db (sentinel mymaster)`.
     pub fn describe(&self) -> String {
         let scheme = if self.target.tls { "rediss" } else { "redis" };
         let db = self.target.auth.db;
@@ -210,7 +343,9 @@ impl RedisOptions {
                         Endpoint::Unix(path) => path.display().to_string(),
                     })
                     .collect();
-                if self.is_cluster() {
+                if let Some(master) = self.sentinel_master() {
+                    format!("{scheme}://{}/{db} (sentinel {master})", hosts.join(","))
+                } else if self.is_cluster() {
                     format!("{scheme}://{} (cluster)", hosts.join(","))
                 } else {
                     format!("{scheme}://{}/{db}", hosts.join(","))
@@ -238,6 +373,28 @@ impl RedisOptions {
                 "a cluster cannot be reached over a unix socket",
             ));
         }
+        if let Some(s) = &self.sentinel {
+            if s.master_name.is_empty() {
+                return Err(RedisError::config(
+                    "a sentinel password is set but no master name (`redis.master_name`)",
+                ));
+            }
+            if self
+                .target
+                .endpoints
+                .iter()
+                .any(|e| matches!(e, Endpoint::Unix(_)))
+            {
+                return Err(RedisError::config(
+                    "sentinels are reached over TCP: give their host:port list in the URL",
+                ));
+            }
+        }
+        if self.tls_files.cert_file.is_some() != self.tls_files.key_file.is_some() {
+            return Err(RedisError::config(
+                "a TLS client certificate needs both a certificate file and a key file",
+            ));
+        }
         if self.lease < Duration::from_millis(300) {
             return Err(RedisError::config("the lease must be at least 300 ms"));
         }
@@ -247,8 +404,8 @@ impl RedisOptions {
         Ok(())
     }
 
-    /// redis-rs connection infos, one per endpoint.
-    pub(crate) fn connection_infos(&self) -> Result<Vec<ConnectionInfo>, RedisError> {
+    /// The credentials and db of the data nodes (no db in a cluster).
+    pub(crate) fn redis_settings(&self) -> RedisConnectionInfo {
         let auth = &self.target.auth;
         let mut settings = RedisConnectionInfo::default();
         if let Some(user) = &auth.username {
@@ -260,13 +417,31 @@ impl RedisOptions {
         if !self.is_cluster() {
             settings = settings.set_db(auth.db);
         }
+        settings
+    }
+
+    /// redis-rs connection infos, one per endpoint: the data nodes, or the sentinels (with
+    /// the sentinels' password) when Sentinel is used.
+    pub(crate) fn connection_infos(&self) -> Result<Vec<ConnectionInfo>, RedisError> {
+        let settings = match &self.sentinel {
+            Some(s) => {
+                let mut settings = RedisConnectionInfo::default();
+                if let Some(password) = &s.password {
+                    settings = settings.set_password(password);
+                }
+                settings
+            }
+            None => self.redis_settings(),
+        };
         self.target
             .endpoints
             .iter()
             .map(|e| {
                 let addr = match e {
                     Endpoint::Unix(path) => ConnectionAddr::Unix(path.clone()),
-                    Endpoint::Tcp { host, port } if self.target.tls => tls_addr(host, *port)?,
+                    Endpoint::Tcp { host, port } if self.target.tls => {
+                        tls_addr(host, *port, &self.tls_files)?
+                    }
                     Endpoint::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
                 };
                 let info = addr
@@ -276,21 +451,68 @@ impl RedisOptions {
             })
             .collect()
     }
+
+    /// The CA and client certificate files, read (`None` when neither is set).
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>, RedisError> {
+        read_tls_files(&self.tls_files)
+    }
 }
 
+/// The CA and client certificate files, read (`None` when neither is set).
 #[cfg(feature = "tls")]
-fn tls_addr(host: &str, port: u16) -> Result<ConnectionAddr, RedisError> {
+fn read_tls_files(files: &TlsFiles) -> Result<Option<redis::TlsCertificates>, RedisError> {
+    if files.ca_file.is_none() && files.cert_file.is_none() {
+        return Ok(None);
+    }
+    let read = |what: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| {
+            RedisError::config(format!("reading the TLS {what} {}: {e}", path.display()))
+        })
+    };
+    let root_cert = files
+        .ca_file
+        .as_ref()
+        .map(|p| read("CA file", p))
+        .transpose()?;
+    let client_tls = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("client certificate", cert)?,
+            client_key: read("client key", key)?,
+        }),
+        _ => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// A TLS address carrying the CA and client certificate of `files`.
+#[cfg(feature = "tls")]
+fn tls_addr(host: &str, port: u16, files: &TlsFiles) -> Result<ConnectionAddr, RedisError> {
     crate::conn::install_crypto_provider();
-    Ok(ConnectionAddr::TcpTls {
+    let addr = ConnectionAddr::TcpTls {
         host: host.to_owned(),
         port,
-        insecure: false,
+        insecure: files.insecure,
         tls_params: None,
-    })
+    };
+    let certificates = read_tls_files(files)?;
+    let Some(certificates) = certificates else {
+        return Ok(addr);
+    };
+    // redis-rs builds its TLS parameters (parsing the PEM) only through a client.
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| RedisError::config(e.to_string()))?;
+    let client = redis::Client::build_with_tls(info, certificates)
+        .map_err(|e| RedisError::config(format!("TLS settings: {e}")))?;
+    Ok(client.get_connection_info().addr().clone())
 }
 
 #[cfg(not(feature = "tls"))]
-fn tls_addr(_host: &str, _port: u16) -> Result<ConnectionAddr, RedisError> {
+fn tls_addr(_host: &str, _port: u16, _files: &TlsFiles) -> Result<ConnectionAddr, RedisError> {
     Err(RedisError::config(
         "rediss:// needs TLS: build machinist-redis with the `tls` feature",
     ))

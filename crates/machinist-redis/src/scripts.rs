@@ -12,7 +12,7 @@
 //! | [`MOVE_DUE`] | delayed set | move up to N due tasks to their `RoutingKey` lists (standalone) |
 //! | [`CLAIM_DUE`] | delayed set | remove and return up to N due tasks (cluster: the client pushes them) |
 //! | [`PURGE`] | queue | count and delete a queue |
-//! | [`SET_STATE`] | state | write a state, carrying `TaskName`/`CreatedAt` over from the stored one |
+//! | [`SET_STATE`] | state | write a state, carrying `TaskName`/`CreatedAt` over from the stored one, and announce it |
 //! | [`TRIGGER_CHORD`] | group meta [, `TriggerChordMutex`] | flip `ChordTriggered` once, unless a Go worker holds the chord mutex |
 //! | [`RELEASE_MUTEX`] | mutex | redsync's compare-and-delete |
 //! | [`LOCK`] | lock key | Go's periodic lock: `SET NX PX`, or take over an expired deadline |
@@ -156,13 +156,15 @@ end
 ";
 
 /// KEYS: state. ARGV: new JSON, expiry seconds, position of the `TaskName` value `""` (1-based,
-/// 0 = keep the new one), position of the `CreatedAt` value `"0001-01-01T00:00:00Z"` (same).
+/// 0 = keep the new one), position of the `CreatedAt` value `"0001-01-01T00:00:00Z"` (same),
+/// announcement channel (empty: none), announcement message.
 ///
 /// Reads the stored state (a WRONGTYPE error if the key is not a string), decodes it with
 /// cjson, and splices its `TaskName` and `CreatedAt` into the new JSON text at the given
 /// positions — the rest of the new bytes, and so Go's key order and escaping, are kept. A
 /// stored value that is not a JSON object is overwritten without merging. Then
-/// `SET key json EX ttl`.
+/// `SET key json EX ttl`; then, when a channel is given, `PUBLISH` the message (the state's
+/// name) on it: the announcement result waiters subscribe to (`notify.rs`).
 pub(crate) static SET_STATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{GO_STRING_LUA}
@@ -187,6 +189,9 @@ if old then
   end
 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
+if ARGV[5] and ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return 1
 "#
     ))

@@ -9,7 +9,8 @@
 //! | `memory`, `eager`, `memory://NAME` | in-process ([`crate::memory`]) | broker, backend, lock | always |
 //! | `redis://[[user]:password@]host[:port][/db]`, `redis+socket://[password@]/path.sock[:/db]` | Redis (`machinist-redis`) | broker, backend, lock | `redis` |
 //! | `redis://[password@]h1:p1,h2:p2,…` (Go's cluster form), or one host with `redis.cluster_enabled` | Redis Cluster (`machinist-redis`) | broker, backend, lock | `redis` |
-//! | `rediss://…` | Redis over TLS (rustls, the system's root certificates) | broker, backend, lock | `redis-tls` |
+//! | `redis://[password@]s1:26379,s2:26379/db` with `redis.master_name` | Redis Sentinel: the hosts are sentinels (`machinist-redis`) | broker, backend, lock | `redis` |
+//! | `rediss://…` | Redis over TLS (rustls; the system's roots, or `tls.ca_file`) | broker, backend, lock | `redis-tls` |
 //! | `amqp://`, `amqps://` | AMQP 0-9-1 (RabbitMQ) | broker, backend | `amqp` (not in this version) |
 //! | `https://sqs…` | AWS SQS | broker | `sqs` (not in this version) |
 //! | `gcppubsub://PROJECT/SUBSCRIPTION` | GCP Pub/Sub | broker | `gcppubsub` (not in this version) |
@@ -24,12 +25,15 @@
 //! `RedisConnection` (one multiplexed socket, plus one per consumer for blocking pops).
 //!
 //! The `redis:` section of the config applies to the Redis adapters: `cluster_enabled`,
-//! `delayed_tasks_key`, `delayed_tasks_poll_period`, `normal_tasks_poll_period` (how long a
-//! consumer blocks), `connect_timeout`, `read_timeout` / `write_timeout` (one reply timeout,
-//! the larger of the two), plus `default_queue`, `results_expire_in` and `lease`. Go's pool settings
-//! (`max_idle`, `max_active`, `max_idle_timeout`, `wait`) and `client_name` have no effect (one
-//! multiplexed connection replaces Go's pool); `master_name` (Sentinel) is refused with
-//! [`ConnectError::Unsupported`] rather than silently ignored.
+//! `master_name` and `sentinel_password` (Sentinel, as go-redis's failover client: a master
+//! name wins over the cluster form, the URL's hosts are then sentinels and its password the
+//! master's), `delayed_tasks_key`, `delayed_tasks_poll_period`, `normal_tasks_poll_period` (how
+//! long a consumer blocks), `connect_timeout`, `read_timeout` / `write_timeout` (one reply
+//! timeout, the larger of the two), plus `default_queue`, `results_expire_in` and `lease`.
+//! Go's pool settings (`max_idle`, `max_active`, `max_idle_timeout`, `wait`) and `client_name`
+//! have no effect (one multiplexed connection replaces Go's pool). For `rediss://` the `tls:`
+//! section applies: `ca_file` (trusted instead of the system's roots), `cert_file` +
+//! `key_file` (a client certificate), `insecure_skip_verify`.
 //!
 //! Errors are [`machinist_core::Error::Broker`], [`Backend`](machinist_core::Error::Backend) or
 //! [`Lock`](machinist_core::Error::Lock) after the role, with a [`ConnectError`] as their source
@@ -85,7 +89,9 @@ impl Adapters {
 /// whose adapter is not compiled in gives an error with a [`ConnectError`] source that says
 /// what to do; an adapter that fails to open (an unreadable SQLite file …) gives its own error.
 pub async fn connect(config: &Config) -> Result<Adapters> {
-    connect_with(config, &mut Opened::default()).await
+    // Boxed: the adapters' connect futures nest deeply, and callers' own futures (a `main`
+    // awaiting `server(config)`) would otherwise hit the compiler's type-depth limit.
+    Box::pin(connect_with(config, &mut Opened::default())).await
 }
 
 /// [`connect`], recording the stores it opened in `opened`.
@@ -259,14 +265,6 @@ impl Opened {
 #[cfg(feature = "redis")]
 fn redis_options(role: Role, url: &str, config: &Config) -> Result<machinist_redis::RedisOptions> {
     let redis = &config.redis;
-    if !redis.master_name.trim().is_empty() {
-        return Err(ConnectError::Unsupported {
-            role,
-            url: shown(url),
-            what: "Redis Sentinel (`redis.master_name`)",
-        }
-        .into());
-    }
     // Schemes are case-insensitive here (as in `Adapter::detect`); the adapter wants them lower.
     let url = match url.split_once("://") {
         Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
@@ -276,6 +274,28 @@ fn redis_options(role: Role, url: &str, config: &Config) -> Result<machinist_red
         .map_err(|e| role_error(role, e))?
         .with_config(config)
         .with_cluster(redis.cluster_enabled);
+    if !redis.master_name.trim().is_empty() {
+        options = options
+            .with_sentinel(redis.master_name.trim())
+            .with_sentinel_password(redis.sentinel_password.as_str());
+    }
+    let tls = &config.tls;
+    if let Some(ca_file) = &tls.ca_file {
+        options = options.with_tls_ca_file(ca_file);
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => options = options.with_tls_client_cert(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "{role}: {}: `tls.cert_file` and `tls.key_file` go together: set both or neither",
+                shown(&url)
+            )));
+        }
+    }
+    if tls.insecure_skip_verify {
+        options = options.with_tls_insecure_skip_verify(true);
+    }
     if !redis.delayed_tasks_key.trim().is_empty() {
         options = options.with_delayed_tasks_key(redis.delayed_tasks_key.trim());
     }
@@ -676,8 +696,7 @@ pub enum ConnectError {
         /// The feature that provides it.
         feature: &'static str,
     },
-    /// The URL or a setting asks for something the adapter does not support yet (Redis
-    /// Sentinel).
+    /// The URL or a setting asks for something the adapter does not support yet.
     #[error("{url}: {what} is not supported yet")]
     Unsupported {
         /// The role the URL was given for.
@@ -1134,21 +1153,39 @@ mod tests {
 
     #[cfg(feature = "redis")]
     #[test]
-    fn unusable_redis_settings_are_errors_of_their_role() {
+    fn redis_master_name_means_sentinel() {
         let mut cfg = Config::default();
         cfg.redis.master_name = "mymaster".into();
-        let e = redis_options(Role::ResultBackend, "redis://:pw@sentinel:26379", &cfg)
-            .expect_err("sentinel");
-        assert!(matches!(e, Error::Backend(_)), "{e:?}");
-        assert!(matches!(
-            ConnectError::find(&e),
-            Some(ConnectError::Unsupported { .. })
-        ));
+        cfg.redis.sentinel_password = "sentinel-pw".into();
+        // Several hosts are several sentinels (go-redis: a master name wins over the cluster
+        // form), also with `cluster_enabled`.
+        cfg.redis.cluster_enabled = true;
+        let o =
+            redis_options(Role::Broker, "redis://:pw@s1:26379,s2:26379/2", &cfg).expect("sentinel");
+        assert!(o.is_sentinel() && !o.is_cluster());
+        assert_eq!(o.sentinel_master(), Some("mymaster"));
         assert_eq!(
-            e.to_string(),
-            "result backend: redis://sentinel:26379: Redis Sentinel (`redis.master_name`) is \
-             not supported yet"
+            o.describe(),
+            "redis://s1:26379,s2:26379/2 (sentinel mymaster)"
         );
+        assert!(!format!("{o:?}").contains("sentinel-pw"), "{o:?}");
+        cfg.redis.master_name = " ".into();
+        let o = redis_options(Role::Broker, "redis://:pw@s1:26379/2", &cfg).expect("plain");
+        assert!(!o.is_sentinel());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn unusable_redis_settings_are_errors_of_their_role() {
+        // Half a client certificate.
+        let mut cfg = Config::default();
+        cfg.tls.cert_file = Some("client.pem".into());
+        let e = redis_options(Role::ResultBackend, "redis://:pw@host:6380", &cfg)
+            .expect_err("half a client certificate");
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(e.to_string().contains("result backend"), "{e}");
+        assert!(e.to_string().contains("tls.key_file"), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
         let e = redis_options(
             Role::Broker,
             "redis://:pw@host:6379/notanumber",
@@ -1280,6 +1317,86 @@ mod tests {
             .expect("send");
         let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
         assert_eq!(sum, 42);
+        worker.quit().await.expect("quit");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_master_name_goes_through_the_sentinels() {
+        use std::time::Duration;
+
+        use machinist_testkit::redis_server::{RedisSentinel, SentinelSetup};
+
+        let Some(deployment) = RedisSentinel::start(SentinelSetup {
+            password: Some("master-pw".into()),
+            sentinel_password: Some("sentinel-pw".into()),
+            ..SentinelSetup::default()
+        }) else {
+            return;
+        };
+        let url = deployment.url();
+        let mut cfg = Config {
+            no_unix_signals: true,
+            ..config(&url, &url, &url)
+        };
+        cfg.redis.master_name = deployment.master_name().into();
+        cfg.redis.sentinel_password = "sentinel-pw".into();
+        let server = server(cfg).await.expect("sentinel");
+        assert!(
+            server.broker().describe().contains("(sentinel mymaster)"),
+            "{}",
+            server.broker().describe()
+        );
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
+        assert_eq!(sum, 42);
+        worker.quit().await.expect("quit");
+        let master = deployment.master().expect("master");
+        assert!(
+            master
+                .command(&["EXISTS", r.uuid()])
+                .is_some_and(|reply| reply.starts_with(":1")),
+            "the state is on the master the sentinel names"
+        );
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rediss_trusts_tls_ca_file() {
+        use std::time::Duration;
+
+        use machinist_testkit::redis_server::{RedisServer, TlsCerts};
+
+        let Some(certs) = TlsCerts::generate() else {
+            return;
+        };
+        let Some(redis) = RedisServer::start_tls(&certs, false) else {
+            return;
+        };
+        let url = redis.url();
+        let mut cfg = Config {
+            no_unix_signals: true,
+            ..config(&url, &url, &url)
+        };
+        let e = connect(&cfg)
+            .await
+            .expect_err("the system's roots do not know the test CA");
+        assert!(e.to_string().contains("tls.ca_file"), "{e}");
+        cfg.tls.ca_file = Some(certs.ca_cert.clone());
+        let server = server(cfg).await.expect("rediss");
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((1i64, 2i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
+        assert_eq!(sum, 3);
         worker.quit().await.expect("quit");
     }
 

@@ -10,4 +10,8 @@ mod crash;
 mod interop;
 mod periodic;
 mod restart;
+mod sentinel;
 mod throughput;
+#[cfg(feature = "tls")]
+mod tls;
+mod waits;
