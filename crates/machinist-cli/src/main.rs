@@ -17,6 +17,7 @@
 //! | `machinist encode NAME [TYPE:VALUE]...` | prints the exact JSON message a Go producer would send |
 //! | `machinist decode [FILE]` | checks a message with Go's rules and prints a summary |
 //! | `machinist demo` | runs Go Machinery's example flow in-process (the quickstart) |
+//! | `machinist bench` | throughput, latency, RSS and CPU per scenario, beside the raw floor of the same server (see `bench.rs`) |
 //!
 //! Configuration: `--config FILE` (YAML, Go Machinery's keys), overridden by the environment
 //! (`BROKER`, `RESULT_BACKEND`, `LOCK`, `DEFAULT_QUEUE` …), overridden by flags. `worker`
@@ -34,6 +35,7 @@
 //! `purge`), `typed.rs` (parsing `TYPE:VALUE` and durations), `summary.rs` (validating and
 //! describing a message).
 
+mod bench;
 mod inspect;
 mod metrics;
 mod send;
@@ -108,6 +110,12 @@ enum Command {
     /// Run Go Machinery's example flow in this process (in-memory broker and backend) and
     /// check every result: the quickstart.
     Demo,
+    /// Measure throughput, latency, memory and CPU on a broker, beside the raw floor of the
+    /// same server in the same run (Machinery's `add` workload; every result is checked).
+    ///
+    /// Scenarios: enqueue, drain, end-to-end, no-results, latency, chord, backlog. Exits 1
+    /// when a scenario's results do not all come back right.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +195,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => plain(|| encode(args)),
         Command::Decode { file } => plain(|| decode(file)),
         Command::Demo => plain(demo),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(code) => code,

@@ -10,8 +10,10 @@
 //! | `config` | `config check`, layering of file, environment and flags |
 //! | `live` | `worker --config` following the file (hot reload), `worker --metrics-addr` |
 //! | `redis` | round trips on a Redis the test starts (`--broker redis://…`) |
+//! | `bench` | `machinist bench` on memory, SQLite (in-process and a worker process) and Redis: completes, checks every result, JSON shape |
 //! | `examples` | the SQLite worker and sender example binaries, end to end |
 
+mod bench;
 mod config;
 mod live;
 mod queue;
