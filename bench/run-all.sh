@@ -59,10 +59,10 @@ cat "$out/machine.txt" >&2
 bench() {
     local label="$1" run="$2"
     shift 2
-    echo "machinist bench $*" >> "$out/commands.txt"
+    local args=(--json --concurrency "$CONCURRENCY" --producers "$PRODUCERS" "$@")
+    echo "machinist bench ${args[*]}" >> "$out/commands.txt"
     echo "== $label run $run" >&2
-    "$machinist" bench --json --concurrency "$CONCURRENCY" --producers "$PRODUCERS" "$@" \
-        > "$out/$label.$run.jsonl"
+    "$machinist" bench "${args[@]}" > "$out/$label.$run.jsonl"
 }
 
 : > "$out/commands.txt"
