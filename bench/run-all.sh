@@ -11,7 +11,9 @@
 # Environment: TASKS (machinist tasks per scenario, 50000), PEER_TASKS (Celery and huey, 5000;
 # they run about 500 tasks/s), BACKLOG (1000000; 0 skips the backlog runs), REPEAT (3),
 # CONCURRENCY (64), PRODUCERS (16), PROCESSES (worker processes of the `-procs` runs, 2),
-# PEER_CONCURRENCY (Celery prefork / huey process workers, 2), SKIP_PEERS=1.
+# PEER_CONCURRENCY (Celery prefork / huey process workers, 2), SKIP_PEERS=1, AMQP_URL (the
+# RabbitMQ of the AMQP runs, default amqp://guest:guest@127.0.0.1:5672/; skipped when nothing
+# answers; results go to the private Redis; the run's queues expire 10 minutes after use).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/bench/lib/common.sh"
@@ -46,6 +48,7 @@ start_private_redis
     echo "ram: $(free -h | awk '/^Mem:/ {print $2}')"
     echo "kernel: $(uname -sr)"
     echo "redis-server: $(redis-server --version)"
+    echo "rabbitmq: $(rabbitmqctl version 2>/dev/null || echo 'not found')"
     echo "rustc: $(rustc --version)"
     echo "sqlite (bundled by rusqlite): $(grep -A1 'name = "libsqlite3-sys"' "$root/Cargo.lock" | sed -n 's/version = "\(.*\)"/libsqlite3-sys \1/p')"
     echo "python: $(python3 --version 2>&1)"
@@ -65,6 +68,15 @@ bench() {
     "$machinist" bench "${args[@]}" > "$out/$label.$run.jsonl"
 }
 
+AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
+amqp_up() {
+    local hp="${AMQP_URL#*://}"
+    hp="${hp%%/*}"
+    hp="${hp##*@}"
+    [[ "$hp" == *:* ]] || hp="$hp:5672"
+    (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
+}
+
 : > "$out/commands.txt"
 for run in $(seq 1 "$REPEAT"); do
     bench memory "$run" --broker memory --tasks "$TASKS"
@@ -78,6 +90,15 @@ for run in $(seq 1 "$REPEAT"); do
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     bench redis-procs "$run" --broker "$REDIS_URL" --tasks "$TASKS" \
         --worker-processes "$PROCESSES"
+    if amqp_up; then
+        redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        RESULTS_EXPIRE_IN=600 AMQP_QUEUE_DECLARE_ARGS=x-expires:600000 \
+            bench amqp "$run" --broker "$AMQP_URL" --result-backend "$REDIS_URL" --tasks "$TASKS"
+        redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        RESULTS_EXPIRE_IN=600 AMQP_QUEUE_DECLARE_ARGS=x-expires:600000 \
+            bench amqp-procs "$run" --broker "$AMQP_URL" --result-backend "$REDIS_URL" \
+            --tasks "$TASKS" --worker-processes "$PROCESSES"
+    fi
     if [ -z "${SKIP_PEERS:-}" ]; then
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
         echo "== celery run $run" >&2

@@ -15,9 +15,16 @@ BROKERS = {
     "memory": ["memory"],
     "redis": ["redis", "redis-procs", "celery"],
     "sqlite": ["sqlite", "sqlite-procs", "huey"],
+    "amqp": ["amqp", "amqp-procs"],
     "backlog": ["backlog-memory", "backlog-redis", "backlog-redis-procs", "backlog-sqlite-procs"],
 }
-TITLES = {"memory": "In-memory", "redis": "Redis", "sqlite": "SQLite", "backlog": "Backlog"}
+TITLES = {
+    "memory": "In-memory",
+    "redis": "Redis",
+    "sqlite": "SQLite",
+    "amqp": "AMQP (RabbitMQ broker, Redis results)",
+    "backlog": "Backlog",
+}
 
 
 def variant(label, line):

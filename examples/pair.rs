@@ -10,10 +10,15 @@
 //! # the same on Redis (the URL is optional; BROKER etc. work too)
 //! cargo run --example redis_worker --features redis -- redis://127.0.0.1:6379/0
 //! cargo run --example redis_send --features redis -- redis://127.0.0.1:6379/0
+//!
+//! # and on RabbitMQ, broker and results (AMQP has no lock: `memory` unless LOCK names one)
+//! cargo run --example amqp_worker --features amqp -- amqp://guest:guest@127.0.0.1:5672/
+//! cargo run --example amqp_send --features amqp -- amqp://guest:guest@127.0.0.1:5672/
 //! ```
 //!
 //! The configuration is [`Config::from_env`] (Go's `BROKER`, `RESULT_BACKEND`, `LOCK`,
-//! `DEFAULT_QUEUE` …); a URL given as the only argument is used for broker, backend and lock.
+//! `DEFAULT_QUEUE`, `AMQP_EXCHANGE` …); a URL given as the only argument is used for broker,
+//! backend and lock (for AMQP: broker and backend, see [`amqp_config_from`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -59,6 +64,25 @@ pub fn config_from(
                 }
             }
         }
+    }
+    Ok(config)
+}
+
+/// [`config_from`] for the AMQP examples: the URL (or `default_url`) is the broker and the
+/// result backend, as in Go's AMQP example; AMQP has no lock, so a lock still naming an AMQP
+/// URL becomes `memory` (the examples run no periodic tasks).
+///
+/// # Errors
+///
+/// As [`config_from`].
+pub fn amqp_config_from(
+    args: impl IntoIterator<Item = String>,
+    default_url: &str,
+) -> anyhow::Result<Config> {
+    let mut config = config_from(args, default_url)?;
+    let lock = config.lock.trim().to_ascii_lowercase();
+    if lock.starts_with("amqp://") || lock.starts_with("amqps://") {
+        config.lock = "memory".to_owned();
     }
     Ok(config)
 }
@@ -149,5 +173,15 @@ mod tests {
         assert_eq!(c.lock, "redis://h:1/0");
         assert!(config_from(args(&["a", "b"]), "").is_err());
         assert!(config_from(args(&["--help"]), "").is_err());
+    }
+
+    #[test]
+    fn amqp_examples_take_no_amqp_lock() {
+        let c = amqp_config_from(args(&["amqp://g:g@h:5672/"]), "").expect("ok");
+        assert_eq!(c.broker, "amqp://g:g@h:5672/");
+        assert_eq!(c.result_backend, "amqp://g:g@h:5672/");
+        assert_eq!(c.lock, "memory");
+        let c = amqp_config_from(args(&["AMQPS://h/"]), "").expect("ok");
+        assert_eq!(c.lock, "memory");
     }
 }

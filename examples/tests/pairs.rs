@@ -1,10 +1,13 @@
 //! The example binaries end to end, as two processes: a worker (`sqlite_worker`,
-//! `redis_worker`) in the background and the sender (`sqlite_send`, `redis_send`) running Go
-//! Machinery's whole send flow against it, then SIGTERM for the worker.
+//! `redis_worker`, `amqp_worker`) in the background and the sender (`sqlite_send`,
+//! `redis_send`, `amqp_send`) running Go Machinery's whole send flow against it, then SIGTERM
+//! for the worker.
 //!
 //! The binaries are the ones `cargo test` builds next to this test (`target/<profile>/
 //! examples/`). The Redis pair needs the crate's `redis` feature (on in workspace builds) and
-//! a `redis-server` on `PATH`; without either it is skipped with a message.
+//! a `redis-server` on `PATH`; the AMQP pair the `amqp` feature (on in workspace builds) and a
+//! RabbitMQ at `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/`), with its own queue;
+//! without either it is skipped with a message.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -36,7 +39,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(binary: &str, url: &str, tag: &str) -> Worker {
+    fn start(binary: &str, url: &str, tag: &str, env: &[(String, String)]) -> Worker {
         let log = std::env::temp_dir().join(format!(
             "machinist-examples-{tag}-{}.log",
             std::process::id()
@@ -48,6 +51,7 @@ impl Worker {
             .env_remove("BROKER")
             .env_remove("RESULT_BACKEND")
             .env_remove("LOCK")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -86,22 +90,24 @@ impl Drop for Worker {
     }
 }
 
-fn send(binary: &str, url: &str) -> Output {
+fn send(binary: &str, url: &str, env: &[(String, String)]) -> Output {
     Command::new(example(binary))
         .arg(url)
         .env("RUST_LOG", "warn")
         .env_remove("BROKER")
         .env_remove("RESULT_BACKEND")
         .env_remove("LOCK")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("run the sender")
 }
 
-/// Runs the pair on `url` and checks the sender's lines and the worker's log.
-fn run_pair(worker_bin: &str, send_bin: &str, url: &str, tag: &str) {
-    let mut worker = Worker::start(worker_bin, url, tag);
-    let out = send(send_bin, url);
+/// Runs the pair on `url` (with more environment variables `env`) and checks the sender's
+/// lines and the worker's log.
+fn run_pair(worker_bin: &str, send_bin: &str, url: &str, tag: &str, env: &[(String, String)]) {
+    let mut worker = Worker::start(worker_bin, url, tag, env);
+    let out = send(send_bin, url, env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -140,7 +146,7 @@ fn sqlite_worker_and_sender() {
     let path =
         std::env::temp_dir().join(format!("machinist-examples-pair-{}.db", std::process::id()));
     let url = format!("sqlite://{}", path.display());
-    run_pair("sqlite_worker", "sqlite_send", &url, "sqlite");
+    run_pair("sqlite_worker", "sqlite_send", &url, "sqlite", &[]);
     machinist_examples::pair::remove_sqlite_files(&path);
 }
 
@@ -150,11 +156,51 @@ fn redis_worker_and_sender() {
     let Some(redis) = machinist_testkit::redis_server::RedisServer::start() else {
         return;
     };
-    run_pair("redis_worker", "redis_send", &redis.url_db(1), "redis");
+    run_pair("redis_worker", "redis_send", &redis.url_db(1), "redis", &[]);
 }
 
 #[cfg(not(feature = "redis"))]
 #[test]
 fn redis_worker_and_sender() {
     eprintln!("skipped: the Redis examples need the `redis` feature of machinist-examples");
+}
+
+/// The RabbitMQ of `AMQP_URL` (default the local guest account) if something listens there.
+#[cfg(feature = "amqp")]
+fn rabbit() -> Option<String> {
+    machinist_testkit::rabbitmq::reachable()
+}
+
+#[cfg(feature = "amqp")]
+#[test]
+fn amqp_worker_and_sender() {
+    let Some(url) = rabbit() else {
+        return;
+    };
+    // Its own queue on the default exchange (nothing declared outlives the test: the queue
+    // and the result queues delete themselves a minute after their last use).
+    let queue = format!(
+        "machinist_examples_pair_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros())
+    );
+    let env: Vec<(String, String)> = [
+        ("DEFAULT_QUEUE", queue.as_str()),
+        ("AMQP_BINDING_KEY", queue.as_str()),
+        ("AMQP_EXCHANGE", ""),
+        ("AMQP_QUEUE_DECLARE_ARGS", "x-expires:60000"),
+        ("RESULTS_EXPIRE_IN", "60"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    run_pair("amqp_worker", "amqp_send", &url, "amqp", &env);
+}
+
+#[cfg(not(feature = "amqp"))]
+#[test]
+fn amqp_worker_and_sender() {
+    eprintln!("skipped: the AMQP examples need the `amqp` feature of machinist-examples");
 }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use machinist_core::{Backend, Error, GroupMeta, Result, TaskState};
+use machinist_core::{Backend, Error, GroupMeta, Result, StateContext, TaskState};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -74,9 +74,12 @@ pub fn group_lock_queue(group_uuid: &str) -> String {
 ///
 /// * `init_group` stores the `GroupMeta` (member order) in `<group>_meta` (same shape as a
 ///   result queue); Go stores nothing for AMQP groups, so Go-produced groups have none.
-/// * `set_state` publishes a member's SUCCESS/FAILURE to the group queue when it knows the
-///   task's group: from the [`AmqpBroker`](crate::AmqpBroker) delivery it is processing (any
-///   producer) or from `init_group` in this process (see `registry`).
+/// * A member's SUCCESS/FAILURE is also published to the group queue. The worker writes
+///   states through `set_task_state`, whose context carries the signature's `GroupUUID` and
+///   `GroupTaskCount` (as Go's backend gets the signature): any broker, any producer. A bare
+///   `set_state` (no context) still finds the group when this process knows it: from the
+///   [`AmqpBroker`](crate::AmqpBroker) delivery being processed or from `init_group` here
+///   (see `registry`).
 /// * `group_completed`: the group queue's message count (a passive declaration); when it
 ///   reaches the group size, the distinct completed members are counted under a lock (a
 ///   duplicate state — a task run twice — must not stand in for a missing member).
@@ -213,6 +216,20 @@ impl BackendInner {
                 Ok(())
             })
             .await
+    }
+
+    /// Publishes a state to its task's queue, then, when `group` is given, to the group's queue.
+    async fn store(&self, state: &TaskState, group: Option<&str>) -> Result<()> {
+        let body = state.to_vec()?;
+        self.publish_state(&state.task_uuid, &body)
+            .await
+            .map_err(AmqpError::into_backend)?;
+        if let Some(group) = group {
+            self.publish_state(group, &body)
+                .await
+                .map_err(AmqpError::into_backend)?;
+        }
+        Ok(())
     }
 
     /// The latest state in `queue`, merged and compacted (see [`AmqpBackend`]).
@@ -479,24 +496,29 @@ impl BackendInner {
 #[async_trait]
 impl Backend for AmqpBackend {
     /// Publishes the state to the task's queue (and, for a group member's final state, to the
-    /// group's queue). States are stored as written; `TaskName`/`CreatedAt` are carried over
-    /// when read.
+    /// group's queue when this process knows the group: see `registry`). States are stored as
+    /// written; `TaskName`/`CreatedAt` are carried over when read.
     async fn set_state(&self, state: &TaskState) -> Result<()> {
-        let body = state.to_vec()?;
-        let inner = &self.inner;
-        inner
-            .publish_state(&state.task_uuid, &body)
-            .await
-            .map_err(AmqpError::into_backend)?;
-        if state.is_completed()
-            && let Some(group) = registry::group_of(&state.task_uuid)
-        {
-            inner
-                .publish_state(&group, &body)
-                .await
-                .map_err(AmqpError::into_backend)?;
-        }
-        Ok(())
+        let group = if state.is_completed() {
+            registry::group_of(&state.task_uuid)
+        } else {
+            None
+        };
+        self.inner.store(state, group.as_deref()).await
+    }
+
+    /// As `set_state`, with the group taken from the context (the signature's `GroupUUID`
+    /// and `GroupTaskCount`, as Go's `SetStateSuccess(signature, …)`), so a member's final state
+    /// reaches the group's queue whoever produced the group and whatever the broker.
+    async fn set_task_state(&self, ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        let group = if !state.is_completed() {
+            None
+        } else if ctx.in_group() {
+            Some(ctx.group_uuid.clone())
+        } else {
+            registry::group_of(&state.task_uuid)
+        };
+        self.inner.store(state, group.as_deref()).await
     }
 
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {

@@ -1,9 +1,12 @@
 //! Which group a task belongs to, as far as this process knows.
 //!
 //! Go's AMQP backend publishes a group member's final state to the group's queue as well
-//! (`SetStateSuccess`/`SetStateFailure` get the whole signature). machinist's
-//! [`Backend::set_state`](machinist_core::Backend::set_state) gets only the state, so the
-//! backend looks the group up here. Two sources fill it, both in-process:
+//! (`SetStateSuccess`/`SetStateFailure` get the whole signature). The worker writes through
+//! [`Backend::set_task_state`](machinist_core::Backend::set_task_state), whose context names
+//! the group: that is what the backend uses. A bare
+//! [`Backend::set_state`](machinist_core::Backend::set_state) gets only the state (callers
+//! driving the backend directly), so for it the backend looks the group up here. Two sources
+//! fill it, both in-process:
 //!
 //! * the [`AmqpBroker`](crate::AmqpBroker)'s consumers, for every delivery that carries a
 //!   `GroupUUID` (whoever produced it, Go or machinist), until the delivery is settled;

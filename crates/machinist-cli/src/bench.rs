@@ -43,7 +43,7 @@ use machinist::{
 };
 use serde_json::{Value, json};
 
-use self::floor::RedisFloor;
+use self::floor::{Floor, FloorServer};
 use self::probe::{NullBackend, Probe, ProbeBackend, first_result};
 use self::sys::{Percentiles, Pid};
 use self::workers::{ChildSpec, Workers};
@@ -56,7 +56,7 @@ const READ_CONCURRENCY: usize = 64;
 /// Options of `machinist bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// The broker URL: `memory`, `sqlite://FILE`, `redis://HOST:PORT/DB` …
+    /// The broker URL: `memory`, `sqlite://FILE`, `redis://HOST:PORT/DB`, `amqp://…` …
     #[arg(long, value_name = "URL", default_value = "memory")]
     pub broker: String,
     /// The result backend URL (default: the broker's URL); `null` discards results.
@@ -335,8 +335,14 @@ impl Bench {
         Ok((body, state.to_vec()?))
     }
 
-    async fn measure_floor(&self) -> Option<RedisFloor> {
-        if self.args.no_floor || self.broker_kind != Adapter::Redis {
+    async fn measure_floor(&self) -> Option<Floor> {
+        if self.args.no_floor {
+            return None;
+        }
+        if self.broker_kind == Adapter::Amqp {
+            return self.measure_amqp_floor().await;
+        }
+        if self.broker_kind != Adapter::Redis {
             return None;
         }
         if !floor::redis_floor_supported(&self.broker_url) {
@@ -372,10 +378,36 @@ impl Bench {
         }
     }
 
+    /// The AMQP floor ([`floor::amqp_floor`]) on the broker URL, through a queue of this run.
+    async fn measure_amqp_floor(&self) -> Option<Floor> {
+        if !floor::amqp_floor_supported(&self.broker_url, &self.config.multiple_broker_separator) {
+            eprintln!("bench: no raw floor for this AMQP URL form (only one amqp:// URL)");
+            return None;
+        }
+        let (body, _) = match self.sample_message() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("bench: no raw floor: {e}");
+                return None;
+            }
+        };
+        let tasks = self.tasks().max(20_000);
+        let serial = self.tasks().clamp(1000, 5000);
+        let queue = format!("machinist_bench_floor_{}", self.run_id);
+        eprintln!("bench: raw floor …");
+        match floor::amqp_floor(&self.broker_url, tasks, serial, &body, &queue).await {
+            Ok(floor) => Some(floor),
+            Err(e) => {
+                eprintln!("bench: no raw floor: {e:#}");
+                None
+            }
+        }
+    }
+
     fn print_floor(
         &self,
         out: &mut impl std::io::Write,
-        floor: Option<&RedisFloor>,
+        floor: Option<&Floor>,
     ) -> std::io::Result<()> {
         writeln!(
             out,
@@ -390,7 +422,21 @@ impl Bench {
             self.args.producers,
             self.args.payload
         )?;
-        if let Some(f) = floor {
+        if let Some(f) = floor.filter(|f| f.server == FloorServer::Amqp) {
+            writeln!(
+                out,
+                "raw AMQP floor (lapin, a publisher and a consumer connection; publish with \
+                 confirm, consume, ack per task): {:.0} tasks/s confirms awaited ×{} with the consumer running, {:.0} \
+                 tasks/s one task at a time (p50 {:.3} ms a task); enqueue floor (publish with \
+                 confirm ×{}): {:.0} tasks/s",
+                f.pipelined,
+                floor::BATCH,
+                f.serial,
+                f.serial_latency.map_or(f64::NAN, |p| p.p50),
+                floor::BATCH,
+                f.enqueue,
+            )?;
+        } else if let Some(f) = floor {
             writeln!(
                 out,
                 "raw Redis floor (redis-rs, one connection; RPUSH, LPOP, SET EX per task): {:.0} \
@@ -1109,7 +1155,7 @@ impl Outcome {
         self.start_latency = Percentiles::of(&mut to_start);
     }
 
-    fn apply_floor(&mut self, floor: Option<&RedisFloor>) {
+    fn apply_floor(&mut self, floor: Option<&Floor>) {
         let Some(f) = floor else { return };
         if self.skipped.is_some() || self.tasks == 0 {
             return;
@@ -1133,7 +1179,7 @@ impl Outcome {
             .map(|c| c * 1000.0 / self.tasks as f64)
     }
 
-    fn json(&self, bench: &Bench, floor: Option<&RedisFloor>) -> Value {
+    fn json(&self, bench: &Bench, floor: Option<&Floor>) -> Value {
         let lat = |p: Option<Percentiles>, f: fn(&Percentiles) -> f64| p.as_ref().map(f);
         let mut v = json!({
             "scenario": self.scenario.name(),

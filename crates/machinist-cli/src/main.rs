@@ -2,8 +2,8 @@
 //!
 //! Runs workers, sends tasks and looks into queues and results, on any broker and backend a
 //! URL names: the embedded default (`sqlite://machinist.db` in the working directory),
-//! `sqlite://FILE`, `redis://…` / `redis+socket://…` / Go's multi-host cluster form, or
-//! `memory`.
+//! `sqlite://FILE`, `redis://…` / `redis+socket://…` / Go's multi-host cluster form,
+//! `amqp://…` (RabbitMQ: broker and results), or `memory`.
 //!
 //! | command | what it does |
 //! |---|---|

@@ -4,13 +4,57 @@
 //! other's results. Every write expires after `ResultsExpireIn`. The chord trigger is the one
 //! place that must be exactly-once: each backend implements [`Backend::trigger_chord`] with an
 //! atomic primitive of its store.
+//!
+//! Go's backends receive the task's whole signature with every state write
+//! (`SetStatePending(signature)` …); machinist's worker and server pass a [`StateContext`] (the
+//! task's name, its group and group size, and `CreatedAt` once known) through
+//! [`Backend::set_task_state`] / [`Backend::set_task_states`]. A backend that needs none of it
+//! implements only [`Backend::set_state`]: the defaults forward to it.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::error::Result;
+use crate::signature::Signature;
 use crate::state::{GroupMeta, TaskState};
+
+/// What a backend may need to know of the task whose state it writes, beyond the state itself.
+///
+/// Built from the task's [`Signature`] by the writer ([`StateContext::of`]) and kept for the
+/// task's life in the worker, so a backend may also *learn* something on one write and use it
+/// on the next ([`StateContext::created_at`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateContext {
+    /// The task's name (`Signature.Name`): what the producer's PENDING stored as `TaskName`.
+    pub task_name: String,
+    /// `Signature.GroupUUID`: empty when the task is not a group member.
+    pub group_uuid: String,
+    /// `Signature.GroupTaskCount`: the group's size (0 when not a member, as Go writes it).
+    pub group_task_count: usize,
+    /// The `CreatedAt` stored with the task's PENDING, when the writer knows it: set from the
+    /// PENDING state itself, or by a backend that read it during a write (Redis returns it from
+    /// its first merge), so that later states can be stored whole, with no read.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl StateContext {
+    /// The context of the task `sig` describes.
+    pub fn of(sig: &Signature) -> Self {
+        StateContext {
+            task_name: sig.name.clone(),
+            group_uuid: sig.group_uuid.clone(),
+            group_task_count: usize::try_from(sig.group_task_count).unwrap_or(0),
+            created_at: None,
+        }
+    }
+
+    /// True for a member of a group with a size (Go records completion only for those).
+    pub fn in_group(&self) -> bool {
+        !self.group_uuid.is_empty() && self.group_task_count > 0
+    }
+}
 
 /// Stores states, results and group metadata.
 #[async_trait]
@@ -19,6 +63,28 @@ pub trait Backend: Send + Sync + 'static {
     /// `TaskName` and `CreatedAt` over from the state stored before ([`TaskState::merge_from`]),
     /// as Go does; PENDING replaces. The key's expiry is refreshed.
     async fn set_state(&self, state: &TaskState) -> Result<()>;
+
+    /// Stores `state` of the task `ctx` describes: what the worker and the server call (Go
+    /// passes the signature to every write). A backend may use the context (the AMQP backend
+    /// publishes a group member's final state to the group's queue; Redis skips the merge once
+    /// it knows `TaskName` and `CreatedAt`) and may fill in what it learns
+    /// ([`StateContext::created_at`]). The stored result must be what [`Backend::set_state`]
+    /// stores. The default ignores the context and calls `set_state`.
+    async fn set_task_state(&self, ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        let _ = ctx;
+        self.set_state(state).await
+    }
+
+    /// Stores several consecutive states of one task, in order (the worker's RECEIVED and
+    /// STARTED). Each must still be stored as its own write, visible to a reader in between;
+    /// backends may send them in one round trip. The default calls
+    /// [`Backend::set_task_state`] for each, stopping at the first error.
+    async fn set_task_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        for state in states {
+            self.set_task_state(ctx, state).await?;
+        }
+        Ok(())
+    }
 
     /// The stored state, or `None` when nothing is stored (never sent, expired, purged).
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>>;

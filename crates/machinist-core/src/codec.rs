@@ -7,13 +7,18 @@
 //!   (in order) in the type's `extra`, duplicate keys keep the last value (as Go).
 //! * Bytes: [`to_go_json`] drives these impls through [`GoFormatter`], which writes strings and
 //!   floats as Go does (`\u003c`, `\u2028`, `200`, `1e+21`, `-3.25e-7`); `to_vec` of
-//!   `Signature`, `TaskState` and `GroupMeta` use it. A time whose year Go cannot encode
+//!   `TaskState` and `GroupMeta` use it. `Signature::to_vec` (every message) uses
+//!   [`signature_to_vec`], which writes the same bytes directly (see "Direct writers" below;
+//!   [`task_state_to_vec`] is its twin for states). A time whose year Go cannot encode
 //!   (outside 0–9999) is an encode error, as in Go.
+//! * Decode cost: keys are matched without allocating ([`KeySeed`]), and
+//!   [`from_json_bytes`] checks UTF-8 once per document instead of once per string.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -52,6 +57,16 @@ pub(crate) fn to_go_json_string<T: Serialize + ?Sized>(
     Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()))
 }
 
+/// Decodes JSON bytes as `serde_json::from_slice` does, checking UTF-8 once for the whole
+/// input (then parsing it as text) instead of once per string; input that is not UTF-8 goes
+/// through `from_slice` so that its error is the one it always was.
+pub(crate) fn from_json_bytes<T: de::DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    Ok(match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text)?,
+        Err(_) => serde_json::from_slice(bytes)?,
+    })
+}
+
 /// A compact `serde_json` formatter that writes what Go's `encoding/json` writes:
 ///
 /// * strings: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f` (see [`GO_SHORT_B_F_ESCAPES`]), other
@@ -77,21 +92,7 @@ impl serde_json::ser::Formatter for GoFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            let escape: &[u8] = match c {
-                '<' => b"\\u003c",
-                '>' => b"\\u003e",
-                '&' => b"\\u0026",
-                '\u{2028}' => b"\\u2028",
-                '\u{2029}' => b"\\u2029",
-                _ => continue,
-            };
-            w.write_all(&fragment.as_bytes()[start..i])?;
-            w.write_all(escape)?;
-            start = i + c.len_utf8();
-        }
-        w.write_all(&fragment.as_bytes()[start..])
+        write_go_fragment(w, fragment)
     }
 
     fn write_char_escape<W: ?Sized + io::Write>(
@@ -126,6 +127,44 @@ impl serde_json::ser::Formatter for GoFormatter {
             CharEscape::AsciiControl(byte) => w.write_all(&control(byte)),
         }
     }
+}
+
+/// Writes `fragment` (text serde_json already cleared of `"`, `\\` and control characters) with
+/// Go's HTML-safe escapes: `<`, `>`, `&` as `\u003c`, `\u003e`, `\u0026`, and U+2028 / U+2029
+/// (UTF-8 `E2 80 A8` / `E2 80 A9`) as `\u2028` / `\u2029`. Runs of bytes that need none are
+/// copied whole: only those four byte values are looked at, no `char` is decoded.
+fn write_go_fragment<W: ?Sized + io::Write>(w: &mut W, fragment: &str) -> io::Result<()> {
+    let bytes = fragment.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let (escape, len): (&[u8], usize) = match bytes[i] {
+            b'<' => (b"\\u003c", 1),
+            b'>' => (b"\\u003e", 1),
+            b'&' => (b"\\u0026", 1),
+            // `fragment` is UTF-8, so an `E2` lead byte has its two continuation bytes.
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA8) => {
+                (b"\\u2028", 3)
+            }
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA9) => {
+                (b"\\u2029", 3)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if start < i {
+            w.write_all(&bytes[start..i])?;
+        }
+        w.write_all(escape)?;
+        i += len;
+        start = i;
+    }
+    if start < bytes.len() {
+        w.write_all(&bytes[start..])?;
+    }
+    Ok(())
 }
 
 /// A float with the width Go would format it at (`float32` or `float64`).
@@ -187,6 +226,92 @@ impl<T: Serialize> Serialize for NullIfEmpty<'_, T> {
     }
 }
 
+/// A map key of one of the wire types: a known field, or a key this version does not know.
+enum Key<F> {
+    /// One of the type's Go field names, matched ignoring ASCII case.
+    Known(F),
+    /// Any other key, with its exact text (empty when the type drops unknown keys).
+    Other(String),
+}
+
+/// Reads one map key and looks it up in a table of Go field names, comparing bytes while
+/// ignoring ASCII case (Go's decoder matches names case-insensitively). A known key allocates
+/// nothing; an unknown key is copied only when `keep` is set (the type keeps it in `extra`).
+///
+/// Keys usually come in the table's order (Go writes them so), so the entry after the last
+/// match is tried first, exactly, then ignoring case, before the whole table is searched.
+#[derive(Clone, Copy)]
+struct KeySeed<'h, F: 'static> {
+    fields: &'static [(&'static str, F)],
+    keep: bool,
+    /// Index of the entry expected next.
+    hint: &'h Cell<usize>,
+}
+
+impl<'h, F: Copy> KeySeed<'h, F> {
+    fn new(fields: &'static [(&'static str, F)], keep: bool, hint: &'h Cell<usize>) -> Self {
+        KeySeed { fields, keep, hint }
+    }
+
+    fn lookup(self, key: &str) -> Option<F> {
+        let expected = self.hint.get();
+        if let Some(&(name, field)) = self.fields.get(expected)
+            && (name == key || name.eq_ignore_ascii_case(key))
+        {
+            self.hint.set(expected + 1);
+            return Some(field);
+        }
+        let (i, &(_, field)) = self
+            .fields
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| name.len() == key.len() && name.eq_ignore_ascii_case(key))?;
+        self.hint.set(i + 1);
+        Some(field)
+    }
+}
+
+impl<'de, F: Copy> DeserializeSeed<'de> for KeySeed<'_, F> {
+    type Value = Key<F>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<F>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<F: Copy> Visitor<'_> for KeySeed<'_, F> {
+    type Value = Key<F>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<F>, E> {
+        Ok(match self.lookup(v) {
+            Some(field) => Key::Known(field),
+            None if self.keep => Key::Other(v.to_owned()),
+            None => Key::Other(String::new()),
+        })
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Key<F>, E> {
+        Ok(match self.lookup(&v) {
+            Some(field) => Key::Known(field),
+            None if self.keep => Key::Other(v),
+            None => Key::Other(String::new()),
+        })
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key<F>, E> {
+        match std::str::from_utf8(v) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+        }
+    }
+}
+
+/// Stores an unknown key's value in `extra`: a repeated key replaces the earlier one (Go's
+/// last-wins), at the position of the last occurrence.
+fn keep_extra(extra: &mut Vec<(String, Value)>, key: String, value: Value) {
+    extra.retain(|(k, _)| *k != key);
+    extra.push((key, value));
+}
+
 /// Reads the next value as `Option<T>` and turns `null` into `T::default()`.
 fn next_or_default<'de, A, T>(map: &mut A) -> Result<T, A::Error>
 where
@@ -201,10 +326,57 @@ fn next_time<'de, A>(map: &mut A) -> Result<Option<chrono::DateTime<chrono::Utc>
 where
     A: MapAccess<'de>,
 {
-    match map.next_value::<Option<String>>()? {
-        None => Ok(None),
-        Some(s) => {
-            time::parse(&s).map_err(|e| de::Error::custom(format_args!("invalid time {s:?}: {e}")))
+    map.next_value_seed(GoTime)
+}
+
+/// A Go time (`null`, zero time or RFC 3339 text), parsed from the borrowed text without
+/// copying it.
+#[derive(Clone, Copy)]
+struct GoTime;
+
+impl<'de> DeserializeSeed<'de> for GoTime {
+    type Value = Option<chrono::DateTime<chrono::Utc>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GoTime {
+    type Value = Option<chrono::DateTime<chrono::Utc>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        time::parse(s).map_err(|e| E::custom(format_args!("invalid time {s:?}: {e}")))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        match std::str::from_utf8(v) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+        }
+    }
+}
+
+/// A time as Go's `time.Time.MarshalJSON` writes it, or Go's zero time.
+enum TimeField {
+    Zero,
+    Text(time::TimeText),
+}
+
+impl Serialize for TimeField {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TimeField::Zero => s.serialize_str(time::GO_ZERO_TIME),
+            TimeField::Text(t) => s.serialize_str(t.as_str()),
         }
     }
 }
@@ -213,21 +385,23 @@ where
 fn go_time<E: serde::ser::Error>(
     field: &str,
     t: &chrono::DateTime<chrono::Utc>,
-) -> Result<String, E> {
-    time::try_format(t).ok_or_else(|| {
-        E::custom(format_args!(
-            "{field} {}: year outside of range [0,9999]",
-            time::display(t)
-        ))
-    })
+) -> Result<TimeField, E> {
+    time::TimeText::try_new(t)
+        .map(TimeField::Text)
+        .ok_or_else(|| {
+            E::custom(format_args!(
+                "{field} {}: year outside of range [0,9999]",
+                time::display(t)
+            ))
+        })
 }
 
 /// [`go_time`] for `CreatedAt`, with `None` as Go's zero time.
 fn go_time_or_zero<E: serde::ser::Error>(
     t: Option<&chrono::DateTime<chrono::Utc>>,
-) -> Result<String, E> {
+) -> Result<TimeField, E> {
     match t {
-        None => Ok(time::GO_ZERO_TIME.to_owned()),
+        None => Ok(TimeField::Zero),
         Some(t) => go_time("CreatedAt", t),
     }
 }
@@ -282,6 +456,20 @@ impl Serialize for Arg {
     }
 }
 
+/// `Arg`'s keys.
+#[derive(Clone, Copy)]
+enum ArgKey {
+    Name,
+    Type,
+    Value,
+}
+
+const ARG_KEYS: &[(&str, ArgKey)] = &[
+    ("Name", ArgKey::Name),
+    ("Type", ArgKey::Type),
+    ("Value", ArgKey::Value),
+];
+
 impl<'de> Deserialize<'de> for Arg {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -296,12 +484,14 @@ impl<'de> Deserialize<'de> for Arg {
                     type_name: String::new(),
                     value: Value::Null,
                 };
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.to_ascii_lowercase().as_str() {
-                        "name" => arg.name = next_or_default(&mut map)?,
-                        "type" => arg.type_name = next_or_default(&mut map)?,
-                        "value" => arg.value = map.next_value()?,
-                        _ => {
+                let hint = Cell::new(0);
+                let keys = KeySeed::new(ARG_KEYS, false, &hint);
+                while let Some(key) = map.next_key_seed(keys)? {
+                    match key {
+                        Key::Known(ArgKey::Name) => arg.name = next_or_default(&mut map)?,
+                        Key::Known(ArgKey::Type) => arg.type_name = next_or_default(&mut map)?,
+                        Key::Known(ArgKey::Value) => arg.value = map.next_value()?,
+                        Key::Other(_) => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
@@ -335,11 +525,14 @@ impl<'de> Deserialize<'de> for TaskResult {
                     type_name: String::new(),
                     value: Value::Null,
                 };
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.to_ascii_lowercase().as_str() {
-                        "type" => r.type_name = next_or_default(&mut map)?,
-                        "value" => r.value = map.next_value()?,
-                        _ => {
+                let hint = Cell::new(0);
+                let keys = KeySeed::new(&ARG_KEYS[1..], false, &hint);
+                while let Some(key) = map.next_key_seed(keys)? {
+                    match key {
+                        Key::Known(ArgKey::Type) => r.type_name = next_or_default(&mut map)?,
+                        Key::Known(ArgKey::Value) => r.value = map.next_value()?,
+                        // `Name` is not a TaskResult key: not in the table, never matched.
+                        Key::Known(ArgKey::Name) | Key::Other(_) => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
@@ -390,6 +583,55 @@ impl Serialize for Signature {
     }
 }
 
+/// `Signature`'s keys.
+#[derive(Clone, Copy)]
+enum SigKey {
+    Uuid,
+    Name,
+    RoutingKey,
+    Eta,
+    GroupUuid,
+    GroupTaskCount,
+    Args,
+    Headers,
+    Priority,
+    Immutable,
+    RetryCount,
+    RetryTimeout,
+    OnSuccess,
+    OnError,
+    ChordCallback,
+    BrokerMessageGroupId,
+    SqsReceiptHandle,
+    StopTaskDeletionOnError,
+    IgnoreWhenTaskNotRegistered,
+}
+
+const SIGNATURE_KEYS: &[(&str, SigKey)] = &[
+    ("UUID", SigKey::Uuid),
+    ("Name", SigKey::Name),
+    ("RoutingKey", SigKey::RoutingKey),
+    ("ETA", SigKey::Eta),
+    ("GroupUUID", SigKey::GroupUuid),
+    ("GroupTaskCount", SigKey::GroupTaskCount),
+    ("Args", SigKey::Args),
+    ("Headers", SigKey::Headers),
+    ("Priority", SigKey::Priority),
+    ("Immutable", SigKey::Immutable),
+    ("RetryCount", SigKey::RetryCount),
+    ("RetryTimeout", SigKey::RetryTimeout),
+    ("OnSuccess", SigKey::OnSuccess),
+    ("OnError", SigKey::OnError),
+    ("ChordCallback", SigKey::ChordCallback),
+    ("BrokerMessageGroupId", SigKey::BrokerMessageGroupId),
+    ("SQSReceiptHandle", SigKey::SqsReceiptHandle),
+    ("StopTaskDeletionOnError", SigKey::StopTaskDeletionOnError),
+    (
+        "IgnoreWhenTaskNotRegistered",
+        SigKey::IgnoreWhenTaskNotRegistered,
+    ),
+];
+
 impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -400,37 +642,43 @@ impl<'de> Deserialize<'de> for Signature {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Signature, A::Error> {
                 let mut sig = Signature::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.to_ascii_lowercase().as_str() {
-                        "uuid" => sig.uuid = next_or_default(&mut map)?,
-                        "name" => sig.name = next_or_default(&mut map)?,
-                        "routingkey" => sig.routing_key = next_or_default(&mut map)?,
-                        "eta" => sig.eta = next_time(&mut map)?,
-                        "groupuuid" => sig.group_uuid = next_or_default(&mut map)?,
-                        "grouptaskcount" => sig.group_task_count = next_int(&mut map)?,
-                        "args" => sig.args = next_or_default(&mut map)?,
-                        "headers" => sig.headers = map.next_value()?,
-                        "priority" => sig.priority = next_or_default(&mut map)?,
-                        "immutable" => sig.immutable = next_or_default(&mut map)?,
-                        "retrycount" => sig.retry_count = next_int(&mut map)?,
-                        "retrytimeout" => sig.retry_timeout = next_int(&mut map)?,
-                        "onsuccess" => sig.on_success = next_or_default(&mut map)?,
-                        "onerror" => sig.on_error = next_or_default(&mut map)?,
-                        "chordcallback" => sig.chord_callback = map.next_value()?,
-                        "brokermessagegroupid" => {
+                let hint = Cell::new(0);
+                let keys = KeySeed::new(SIGNATURE_KEYS, true, &hint);
+                while let Some(key) = map.next_key_seed(keys)? {
+                    let field = match key {
+                        Key::Known(field) => field,
+                        Key::Other(key) => {
+                            keep_extra(&mut sig.extra, key, map.next_value()?);
+                            continue;
+                        }
+                    };
+                    match field {
+                        SigKey::Uuid => sig.uuid = next_or_default(&mut map)?,
+                        SigKey::Name => sig.name = next_or_default(&mut map)?,
+                        SigKey::RoutingKey => sig.routing_key = next_or_default(&mut map)?,
+                        SigKey::Eta => sig.eta = next_time(&mut map)?,
+                        SigKey::GroupUuid => sig.group_uuid = next_or_default(&mut map)?,
+                        SigKey::GroupTaskCount => sig.group_task_count = next_int(&mut map)?,
+                        SigKey::Args => sig.args = next_or_default(&mut map)?,
+                        SigKey::Headers => sig.headers = map.next_value()?,
+                        SigKey::Priority => sig.priority = next_or_default(&mut map)?,
+                        SigKey::Immutable => sig.immutable = next_or_default(&mut map)?,
+                        SigKey::RetryCount => sig.retry_count = next_int(&mut map)?,
+                        SigKey::RetryTimeout => sig.retry_timeout = next_int(&mut map)?,
+                        SigKey::OnSuccess => sig.on_success = next_or_default(&mut map)?,
+                        SigKey::OnError => sig.on_error = next_or_default(&mut map)?,
+                        SigKey::ChordCallback => sig.chord_callback = map.next_value()?,
+                        SigKey::BrokerMessageGroupId => {
                             sig.broker_message_group_id = next_or_default(&mut map)?
                         }
-                        "sqsreceipthandle" => sig.sqs_receipt_handle = next_or_default(&mut map)?,
-                        "stoptaskdeletiononerror" => {
+                        SigKey::SqsReceiptHandle => {
+                            sig.sqs_receipt_handle = next_or_default(&mut map)?
+                        }
+                        SigKey::StopTaskDeletionOnError => {
                             sig.stop_task_deletion_on_error = next_or_default(&mut map)?
                         }
-                        "ignorewhentasknotregistered" => {
+                        SigKey::IgnoreWhenTaskNotRegistered => {
                             sig.ignore_when_task_not_registered = next_or_default(&mut map)?
-                        }
-                        _ => {
-                            let v: Value = map.next_value()?;
-                            sig.extra.retain(|(k, _)| k != &key);
-                            sig.extra.push((key, v));
                         }
                     }
                 }
@@ -464,6 +712,28 @@ impl Serialize for TaskState {
     }
 }
 
+/// `TaskState`'s keys.
+#[derive(Clone, Copy)]
+enum StateKey {
+    TaskUuid,
+    TaskName,
+    State,
+    Results,
+    Error,
+    CreatedAt,
+    Ttl,
+}
+
+const TASK_STATE_KEYS: &[(&str, StateKey)] = &[
+    ("TaskUUID", StateKey::TaskUuid),
+    ("TaskName", StateKey::TaskName),
+    ("State", StateKey::State),
+    ("Results", StateKey::Results),
+    ("Error", StateKey::Error),
+    ("CreatedAt", StateKey::CreatedAt),
+    ("TTL", StateKey::Ttl),
+];
+
 impl<'de> Deserialize<'de> for TaskState {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -475,20 +745,18 @@ impl<'de> Deserialize<'de> for TaskState {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TaskState, A::Error> {
                 let mut st = TaskState::received("");
                 st.state = State::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.to_ascii_lowercase().as_str() {
-                        "taskuuid" => st.task_uuid = next_or_default(&mut map)?,
-                        "taskname" => st.task_name = next_or_default(&mut map)?,
-                        "state" => st.state = map.next_value()?,
-                        "results" => st.results = map.next_value()?,
-                        "error" => st.error = next_or_default(&mut map)?,
-                        "createdat" => st.created_at = next_time(&mut map)?,
-                        "ttl" => st.ttl = next_int(&mut map)?,
-                        _ => {
-                            let v: Value = map.next_value()?;
-                            st.extra.retain(|(k, _)| k != &key);
-                            st.extra.push((key, v));
-                        }
+                let hint = Cell::new(0);
+                let keys = KeySeed::new(TASK_STATE_KEYS, true, &hint);
+                while let Some(key) = map.next_key_seed(keys)? {
+                    match key {
+                        Key::Known(StateKey::TaskUuid) => st.task_uuid = next_or_default(&mut map)?,
+                        Key::Known(StateKey::TaskName) => st.task_name = next_or_default(&mut map)?,
+                        Key::Known(StateKey::State) => st.state = map.next_value()?,
+                        Key::Known(StateKey::Results) => st.results = map.next_value()?,
+                        Key::Known(StateKey::Error) => st.error = next_or_default(&mut map)?,
+                        Key::Known(StateKey::CreatedAt) => st.created_at = next_time(&mut map)?,
+                        Key::Known(StateKey::Ttl) => st.ttl = next_int(&mut map)?,
+                        Key::Other(key) => keep_extra(&mut st.extra, key, map.next_value()?),
                     }
                 }
                 Ok(st)
@@ -517,6 +785,26 @@ impl Serialize for GroupMeta {
     }
 }
 
+/// `GroupMeta`'s keys.
+#[derive(Clone, Copy)]
+enum GroupKey {
+    GroupUuid,
+    TaskUuids,
+    ChordTriggered,
+    Lock,
+    CreatedAt,
+    Ttl,
+}
+
+const GROUP_META_KEYS: &[(&str, GroupKey)] = &[
+    ("GroupUUID", GroupKey::GroupUuid),
+    ("TaskUUIDs", GroupKey::TaskUuids),
+    ("ChordTriggered", GroupKey::ChordTriggered),
+    ("Lock", GroupKey::Lock),
+    ("CreatedAt", GroupKey::CreatedAt),
+    ("TTL", GroupKey::Ttl),
+];
+
 impl<'de> Deserialize<'de> for GroupMeta {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -527,19 +815,23 @@ impl<'de> Deserialize<'de> for GroupMeta {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GroupMeta, A::Error> {
                 let mut g = GroupMeta::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.to_ascii_lowercase().as_str() {
-                        "groupuuid" => g.group_uuid = next_or_default(&mut map)?,
-                        "taskuuids" => g.task_uuids = next_or_default(&mut map)?,
-                        "chordtriggered" => g.chord_triggered = next_or_default(&mut map)?,
-                        "lock" => g.lock = next_or_default(&mut map)?,
-                        "createdat" => g.created_at = next_time(&mut map)?,
-                        "ttl" => g.ttl = next_int(&mut map)?,
-                        _ => {
-                            let v: Value = map.next_value()?;
-                            g.extra.retain(|(k, _)| k != &key);
-                            g.extra.push((key, v));
+                let hint = Cell::new(0);
+                let keys = KeySeed::new(GROUP_META_KEYS, true, &hint);
+                while let Some(key) = map.next_key_seed(keys)? {
+                    match key {
+                        Key::Known(GroupKey::GroupUuid) => {
+                            g.group_uuid = next_or_default(&mut map)?
                         }
+                        Key::Known(GroupKey::TaskUuids) => {
+                            g.task_uuids = next_or_default(&mut map)?
+                        }
+                        Key::Known(GroupKey::ChordTriggered) => {
+                            g.chord_triggered = next_or_default(&mut map)?
+                        }
+                        Key::Known(GroupKey::Lock) => g.lock = next_or_default(&mut map)?,
+                        Key::Known(GroupKey::CreatedAt) => g.created_at = next_time(&mut map)?,
+                        Key::Known(GroupKey::Ttl) => g.ttl = next_int(&mut map)?,
+                        Key::Other(key) => keep_extra(&mut g.extra, key, map.next_value()?),
                     }
                 }
                 Ok(g)
@@ -547,6 +839,308 @@ impl<'de> Deserialize<'de> for GroupMeta {
         }
         d.deserialize_map(V)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct writers for the per-task documents
+//
+// `Signature` (every message) and `TaskState` (every stored state) are written straight into a
+// `Vec<u8>`: their keys are constant bytes, strings go through one table-driven pass that copies
+// runs needing no escape, integers are written by hand. Only nested JSON values (arrays,
+// objects, floats inside `Value`s) go through serde_json with [`GoFormatter`]. The bytes are
+// those of the `Serialize` impls above, which stay for any other use (tests compare both).
+
+/// How [`write_str`] treats each byte: 0 copied as is, 1 escaped (control characters, `"`,
+/// `\`, `<`, `>`, `&`), 2 looked at with the next two bytes (`E2`, the lead byte of U+2028 and
+/// U+2029).
+static ESCAPE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = 1;
+        b += 1;
+    }
+    table[b'"' as usize] = 1;
+    table[b'\\' as usize] = 1;
+    table[b'<' as usize] = 1;
+    table[b'>' as usize] = 1;
+    table[b'&' as usize] = 1;
+    table[0xE2] = 2;
+    table
+};
+
+/// Writes `s` as a JSON string exactly as [`GoFormatter`] does through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    let mut control = [b'\\', b'u', b'0', b'0', 0, 0];
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape: &[u8] = match ESCAPE_CLASS[usize::from(b)] {
+            0 => {
+                i += 1;
+                continue;
+            }
+            2 => match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(0x80), Some(0xA8)) => b"\\u2028",
+                (Some(0x80), Some(0xA9)) => b"\\u2029",
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            },
+            _ => match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 if GO_SHORT_B_F_ESCAPES => b"\\b",
+                0x0c if GO_SHORT_B_F_ESCAPES => b"\\f",
+                b'<' => b"\\u003c",
+                b'>' => b"\\u003e",
+                b'&' => b"\\u0026",
+                _ => {
+                    control[4] = HEX[usize::from(b >> 4)];
+                    control[5] = HEX[usize::from(b & 0xf)];
+                    &control
+                }
+            },
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        // Only `E2 80 A8` / `E2 80 A9` are three bytes long; every other escape is one byte.
+        i += if b == 0xE2 { 3 } else { 1 };
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes an unsigned integer in decimal.
+fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // `v % 10` is below 10.
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Writes a signed integer in decimal.
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, v.unsigned_abs());
+}
+
+fn write_bool(out: &mut Vec<u8>, v: bool) {
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Writes a JSON value: scalars directly, arrays, objects and floats through serde_json.
+fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), serde_json::Error> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => write_bool(out, *b),
+        Value::String(s) => write_str(out, s),
+        Value::Number(n) if n.is_i64() => write_i64(out, n.as_i64().unwrap_or_default()),
+        Value::Number(n) if n.is_u64() => write_u64(out, n.as_u64().unwrap_or_default()),
+        _ => {
+            let mut ser = serde_json::Serializer::with_formatter(&mut *out, GoFormatter);
+            v.serialize(&mut ser)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `,"Key":value` for each kept unknown key.
+fn write_extra(out: &mut Vec<u8>, extra: &[(String, Value)]) -> Result<(), serde_json::Error> {
+    for (k, v) in extra {
+        out.push(b',');
+        write_str(out, k);
+        out.push(b':');
+        write_value(out, v)?;
+    }
+    Ok(())
+}
+
+/// Writes a time field's text (or Go's zero time).
+fn write_time(out: &mut Vec<u8>, t: &TimeField) {
+    match t {
+        TimeField::Zero => write_str(out, time::GO_ZERO_TIME),
+        TimeField::Text(t) => write_str(out, t.as_str()),
+    }
+}
+
+/// Writes a list of signatures, `null` when empty (Go's nil slice).
+fn write_signatures(out: &mut Vec<u8>, list: &[Signature]) -> Result<(), serde_json::Error> {
+    if list.is_empty() {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    out.push(b'[');
+    for (i, sig) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_signature(out, sig)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Writes a signature: the bytes of `Signature`'s `Serialize` impl through [`GoFormatter`].
+fn write_signature(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b"{\"UUID\":");
+    write_str(out, &sig.uuid);
+    out.extend_from_slice(b",\"Name\":");
+    write_str(out, &sig.name);
+    out.extend_from_slice(b",\"RoutingKey\":");
+    write_str(out, &sig.routing_key);
+    out.extend_from_slice(b",\"ETA\":");
+    match &sig.eta {
+        None => out.extend_from_slice(b"null"),
+        Some(t) => write_time(out, &go_time::<serde_json::Error>("ETA", t)?),
+    }
+    out.extend_from_slice(b",\"GroupUUID\":");
+    write_str(out, &sig.group_uuid);
+    out.extend_from_slice(b",\"GroupTaskCount\":");
+    write_i64(out, sig.group_task_count);
+    out.extend_from_slice(b",\"Args\":");
+    if sig.args.is_empty() {
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'[');
+        for (i, arg) in sig.args.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"Name\":");
+            write_str(out, &arg.name);
+            out.extend_from_slice(b",\"Type\":");
+            write_str(out, &arg.type_name);
+            out.extend_from_slice(b",\"Value\":");
+            write_value(out, &arg.value)?;
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b",\"Headers\":");
+    match &sig.headers {
+        None => out.extend_from_slice(b"null"),
+        Some(headers) => {
+            // The map's own order: sorted by key, as Go writes a map.
+            out.push(b'{');
+            for (i, (k, v)) in headers.0.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, v)?;
+            }
+            out.push(b'}');
+        }
+    }
+    out.extend_from_slice(b",\"Priority\":");
+    write_u64(out, u64::from(sig.priority));
+    out.extend_from_slice(b",\"Immutable\":");
+    write_bool(out, sig.immutable);
+    out.extend_from_slice(b",\"RetryCount\":");
+    write_i64(out, sig.retry_count);
+    out.extend_from_slice(b",\"RetryTimeout\":");
+    write_i64(out, sig.retry_timeout);
+    out.extend_from_slice(b",\"OnSuccess\":");
+    write_signatures(out, &sig.on_success)?;
+    out.extend_from_slice(b",\"OnError\":");
+    write_signatures(out, &sig.on_error)?;
+    out.extend_from_slice(b",\"ChordCallback\":");
+    match &sig.chord_callback {
+        None => out.extend_from_slice(b"null"),
+        Some(cb) => write_signature(out, cb)?,
+    }
+    out.extend_from_slice(b",\"BrokerMessageGroupId\":");
+    write_str(out, &sig.broker_message_group_id);
+    out.extend_from_slice(b",\"SQSReceiptHandle\":");
+    write_str(out, &sig.sqs_receipt_handle);
+    out.extend_from_slice(b",\"StopTaskDeletionOnError\":");
+    write_bool(out, sig.stop_task_deletion_on_error);
+    out.extend_from_slice(b",\"IgnoreWhenTaskNotRegistered\":");
+    write_bool(out, sig.ignore_when_task_not_registered);
+    write_extra(out, &sig.extra)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// A signature's Go JSON (what `Signature::to_vec` returns), written directly.
+pub(crate) fn signature_to_vec(sig: &Signature) -> Result<Vec<u8>, serde_json::Error> {
+    // About 470 bytes for a signature with two arguments and no callbacks.
+    let mut out = Vec::with_capacity(
+        448 + sig.uuid.len()
+            + sig.name.len()
+            + sig.routing_key.len()
+            + sig.group_uuid.len()
+            + 40 * sig.args.len(),
+    );
+    write_signature(&mut out, sig)?;
+    Ok(out)
+}
+
+/// A task state's Go JSON, written directly: the bytes of `TaskState`'s `Serialize` impl
+/// through [`GoFormatter`] (what `TaskState::to_vec` returns), in one pass.
+pub(crate) fn task_state_to_vec(st: &TaskState) -> Result<Vec<u8>, serde_json::Error> {
+    let created_at = go_time_or_zero::<serde_json::Error>(st.created_at.as_ref())?;
+    let mut out = Vec::with_capacity(
+        160 + st.task_uuid.len()
+            + st.task_name.len()
+            + st.error.len()
+            + st.results.as_ref().map_or(0, |r| 40 * r.len()),
+    );
+    out.extend_from_slice(b"{\"TaskUUID\":");
+    write_str(&mut out, &st.task_uuid);
+    out.extend_from_slice(b",\"TaskName\":");
+    write_str(&mut out, &st.task_name);
+    out.extend_from_slice(b",\"State\":");
+    write_str(&mut out, st.state.as_str());
+    out.extend_from_slice(b",\"Results\":");
+    match &st.results {
+        // `Some(vec![])` is `[]`: only an absent list is `null`.
+        None => out.extend_from_slice(b"null"),
+        Some(results) => {
+            out.push(b'[');
+            for (i, r) in results.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"Type\":");
+                write_str(&mut out, &r.type_name);
+                out.extend_from_slice(b",\"Value\":");
+                write_value(&mut out, &r.value)?;
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+    }
+    out.extend_from_slice(b",\"Error\":");
+    write_str(&mut out, &st.error);
+    out.extend_from_slice(b",\"CreatedAt\":");
+    write_time(&mut out, &created_at);
+    out.extend_from_slice(b",\"TTL\":");
+    write_i64(&mut out, st.ttl);
+    write_extra(&mut out, &st.extra)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -654,5 +1248,223 @@ mod tests {
         assert_eq!(to_go_json_string("<").unwrap(), r#""\u003c""#);
         assert_eq!(to_go_json_string("&&").unwrap(), r#""\u0026\u0026""#);
         assert_eq!(to_go_json_string("x\u{2029}").unwrap(), r#""x\u2029""#);
+    }
+
+    /// Signatures with every field, odd strings, nested callbacks, floats and extras.
+    fn assorted_signatures() -> Vec<Signature> {
+        let odd = [
+            "",
+            "plain",
+            "<a&b>",
+            "\u{2028}x\u{2029}",
+            "†‰€\u{2027}\u{202a}",
+            "\"\\/\n\r\t\u{8}\u{c}\u{0}\u{1f}\u{7f}",
+            "é日本😀",
+        ];
+        let mut out = vec![Signature::default()];
+        for (i, s) in odd.iter().enumerate() {
+            let mut headers = Headers::default();
+            headers.0.insert((*s).to_owned(), Value::from(*s));
+            headers
+                .0
+                .insert("z".into(), serde_json::json!([1.5, {"k": "<"}, null]));
+            let eta =
+                chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 120_000_000 * i as u32);
+            let mut sig = Signature {
+                uuid: format!("task_{s}"),
+                name: (*s).to_owned(),
+                routing_key: s.repeat(2),
+                eta,
+                group_uuid: (*s).to_owned(),
+                group_task_count: i64::MIN + i as i64,
+                args: vec![
+                    Arg::new(i64::MAX),
+                    Arg::new(u64::MAX),
+                    Arg::new(-3.25e-7_f64),
+                    Arg::new(200.0_f64),
+                    Arg::new((*s).to_owned()).named(*s),
+                    Arg::new(vec![(*s).to_owned()]),
+                    Arg::new(true),
+                    Arg {
+                        name: String::new(),
+                        type_name: "interface {}".into(),
+                        value: Value::Null,
+                    },
+                ],
+                headers: Some(headers),
+                priority: 255,
+                immutable: i % 2 == 0,
+                retry_count: -(i as i64),
+                retry_timeout: i as i64,
+                on_success: vec![Signature::new(*s), Signature::new("b").args(1i64)],
+                on_error: if i % 2 == 0 {
+                    vec![Signature::new("e")]
+                } else {
+                    vec![]
+                },
+                chord_callback: (i % 3 == 0).then(|| Box::new(Signature::new("c").args(2i64))),
+                broker_message_group_id: (*s).to_owned(),
+                sqs_receipt_handle: (*s).to_owned(),
+                stop_task_deletion_on_error: i % 2 == 1,
+                ignore_when_task_not_registered: i % 2 == 0,
+                extra: vec![
+                    ((*s).to_owned(), Value::from(*s)),
+                    ("n".into(), serde_json::json!({"a": [1, -2, 0.1, 1e21]})),
+                ],
+            };
+            if i == 1 {
+                sig.headers = Some(Headers::default());
+            }
+            if i == 2 {
+                sig.headers = None;
+            }
+            out.push(sig);
+        }
+        out
+    }
+
+    #[test]
+    fn direct_signature_writer_matches_the_serde_path() {
+        for sig in assorted_signatures() {
+            let direct = signature_to_vec(&sig).unwrap();
+            let serde = to_go_json(&sig).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&serde)
+            );
+            let back = Signature::from_slice(&direct).unwrap();
+            assert_eq!(back, sig);
+        }
+        // Years Go cannot encode fail on both paths, with the same text.
+        let far = chrono::DateTime::from_timestamp(300_000_000_000, 0).unwrap();
+        let sig = Signature::new("t").on_success(Signature::new("cb").eta(far));
+        let direct = signature_to_vec(&sig).unwrap_err().to_string();
+        let serde = to_go_json(&sig).unwrap_err().to_string();
+        assert_eq!(direct, serde);
+        assert!(
+            direct.contains("year outside of range [0,9999]"),
+            "{direct}"
+        );
+    }
+
+    #[test]
+    fn direct_task_state_writer_matches_the_serde_path() {
+        let mut states = vec![
+            TaskState::pending("task_1", "add"),
+            TaskState::received("task_<2>"),
+            TaskState::success("t", vec![]),
+            TaskState::success(
+                "t",
+                vec![
+                    TaskResult::new(3i64),
+                    TaskResult::new("<&>\u{2028}".to_owned()),
+                    TaskResult::new(0.1_f64),
+                    TaskResult::new(vec![1u64, u64::MAX]),
+                ],
+            ),
+            TaskState::from_slice(b"{}").unwrap(),
+        ];
+        let mut odd = TaskState::received("\u{0}\"\\");
+        odd.state = State::Other("WEIRD<".into());
+        odd.error = "boom\n\u{2029}".into();
+        odd.ttl = -7;
+        odd.created_at = chrono::DateTime::from_timestamp(1, 1);
+        odd.extra = vec![("X&".into(), serde_json::json!([1.5, "&"]))];
+        states.push(odd);
+        for st in states {
+            let direct = task_state_to_vec(&st).unwrap();
+            let serde = to_go_json(&st).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&serde)
+            );
+            assert_eq!(TaskState::from_slice(&direct).unwrap(), st);
+        }
+        let mut far = TaskState::received("t");
+        far.created_at = chrono::DateTime::from_timestamp(-70_000_000_000, 0);
+        assert_eq!(
+            task_state_to_vec(&far).unwrap_err().to_string(),
+            to_go_json(&far).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn string_writer_matches_serde_for_every_char_class() {
+        let mut all = String::new();
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            all.push(c);
+        }
+        for s in [
+            all.as_str(),
+            "\u{2028}",
+            "\u{E2}",
+            "a\u{2029}",
+            "\u{7f}\u{80}\u{ff}",
+        ] {
+            let mut direct = Vec::new();
+            write_str(&mut direct, s);
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                to_go_json_string(s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn whole_input_utf8_check_gives_from_slice_results_and_errors() {
+        let inputs: &[&[u8]] = &[
+            br#"{"UUID":"task_1","Name":"add","Args":[{"Type":"int64","Value":1}]}"#,
+            "{\"Name\":\"é\\u2028日本\",\"X\":[\"😀\"]}".as_bytes(),
+            br#"{"Name":"\ud800"}"#,
+            b"{\"Name\":\"\xff\xfe\"}",
+            b"{\"\xc3\":1}",
+            b"\xef\xbb\xbf{}",
+            b"{} \xff",
+            b"{\"Name\":\"a\xc3\"}",
+            b"{\"Name\":1}",
+            b"",
+        ];
+        for input in inputs {
+            let fast = from_json_bytes::<Signature>(input).map_err(|e| e.to_string());
+            let slow = serde_json::from_slice::<Signature>(input)
+                .map_err(|e| crate::Error::from(e).to_string());
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    #[ignore = "timing, not a check; run with --release --ignored --nocapture"]
+    fn speed() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        fn per_call<T>(n: u32, mut f: impl FnMut() -> T) -> std::time::Duration {
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(f());
+            }
+            t.elapsed() / n
+        }
+        let n = 200_000;
+        let mut sig = Signature::new("add")
+            .args((7i64, 1i64))
+            .with_uuid("task_bench1_e2e_123456")
+            .routing_key("machinist_bench_1_e2e");
+        sig.headers = Some(Headers::default());
+        let bytes = signature_to_vec(&sig).unwrap();
+        let mut st = TaskState::success("task_bench1_e2e_123456", vec![TaskResult::new(8i64)]);
+        st.task_name = "add".into();
+        st.created_at = Some(chrono::Utc::now());
+        println!(
+            "Signature encode: serde {:?}, direct {:?}; decode: from_slice {:?}, from_json_bytes {:?}",
+            per_call(n, || to_go_json(&sig).unwrap()),
+            per_call(n, || signature_to_vec(&sig).unwrap()),
+            per_call(n, || serde_json::from_slice::<Signature>(&bytes).unwrap()),
+            per_call(n, || from_json_bytes::<Signature>(&bytes).unwrap()),
+        );
+        println!(
+            "TaskState encode: serde {:?}, direct {:?}",
+            per_call(n, || to_go_json(&st).unwrap()),
+            per_call(n, || task_state_to_vec(&st).unwrap()),
+        );
     }
 }

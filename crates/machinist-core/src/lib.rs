@@ -40,7 +40,7 @@ pub mod worker;
 pub mod workflow;
 
 pub use arg::{Arg, TaskResult};
-pub use backend::Backend;
+pub use backend::{Backend, StateContext};
 pub use broker::{Acknowledger, Broker, Consumer, Delivery};
 pub use config::Config;
 pub use error::{Error, Result};

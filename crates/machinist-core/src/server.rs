@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StateContext};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -243,15 +243,20 @@ impl Server {
         self.inner.broker.publish(sig, body).await
     }
 
+    /// Stores PENDING for `sig` (with its [`StateContext`], as Go passes the signature).
+    async fn store_pending(&self, sig: &Signature) -> Result<()> {
+        let pending = TaskState::pending(&sig.uuid, &sig.name);
+        let mut ctx = StateContext::of(sig);
+        ctx.created_at = pending.created_at;
+        self.inner.backend.set_task_state(&mut ctx, &pending).await
+    }
+
     /// Sends one task: stores PENDING, then publishes. A future ETA is kept by the broker.
     /// A message that cannot be encoded or is too large fails before anything is stored.
     pub async fn send_task(&self, mut sig: Signature) -> Result<AsyncResult> {
         self.prepare(&mut sig);
         let body = self.encode(&sig)?;
-        self.inner
-            .backend
-            .set_state(&TaskState::pending(&sig.uuid, &sig.name))
-            .await?;
+        self.store_pending(&sig).await?;
         self.inner.broker.publish(&sig, body).await?;
         tracing::debug!(uuid = %sig.uuid, name = %sig.name, queue = %sig.routing_key, "sent task");
         Ok(AsyncResult::new(sig.uuid, self.inner.backend.clone()))
@@ -292,10 +297,7 @@ impl Server {
             .init_group(&group.group_uuid, &uuids)
             .await?;
         for t in &tasks {
-            self.inner
-                .backend
-                .set_state(&TaskState::pending(&t.uuid, &t.name))
-                .await?;
+            self.store_pending(t).await?;
         }
         let limit = if send_concurrency == 0 {
             tasks.len().max(1)

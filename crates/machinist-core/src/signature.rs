@@ -189,11 +189,11 @@ impl Signature {
 
     /// Decodes a signature from JSON bytes (lenient, like Go).
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        Ok(serde_json::from_slice(bytes)?)
+        crate::codec::from_json_bytes(bytes)
     }
 
     /// Encodes the signature as Go does.
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
-        Ok(crate::codec::to_go_json(self)?)
+        Ok(crate::codec::signature_to_vec(self)?)
     }
 }

@@ -163,12 +163,12 @@ impl TaskState {
 
     /// Decodes a stored state (lenient, like Go).
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        Ok(serde_json::from_slice(bytes)?)
+        crate::codec::from_json_bytes(bytes)
     }
 
     /// Encodes the state as Go does.
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
-        Ok(crate::codec::to_go_json(self)?)
+        Ok(crate::codec::task_state_to_vec(self)?)
     }
 }
 
@@ -204,7 +204,7 @@ impl GroupMeta {
 
     /// Decodes stored group meta (lenient, like Go).
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        Ok(serde_json::from_slice(bytes)?)
+        crate::codec::from_json_bytes(bytes)
     }
 
     /// Encodes as Go does.

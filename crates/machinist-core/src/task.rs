@@ -175,6 +175,15 @@ impl TaskContext {
     pub fn signature(&self) -> &Signature {
         &self.inner.signature
     }
+    /// The signature back, without a copy when this is the last handle to the context (the
+    /// task did not keep one); otherwise a clone. Lets a caller move its signature into the
+    /// context for the run and take it back afterwards instead of cloning it for every task.
+    pub fn into_signature(self) -> Signature {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.signature,
+            Err(shared) => shared.signature.clone(),
+        }
+    }
     /// The task's UUID.
     pub fn uuid(&self) -> &str {
         &self.inner.signature.uuid
@@ -351,8 +360,11 @@ macro_rules! impl_handler {
                 let mut cursor = ArgCursor::new(&ctx, args);
                 $(let $t = $t::from_task_args(&mut cursor)?;)*
                 cursor.finish()?;
-                let fut = (self)($($t),*);
-                Ok(Box::pin(async move { fut.await.into_outcome() }))
+                // Called inside the future, so nothing of the handler runs before the worker
+                // has stored STARTED, and a panic in a closure's synchronous part is caught by
+                // the worker's panic guard like one in its future.
+                let f = self.clone();
+                Ok(Box::pin(async move { f($($t),*).await.into_outcome() }))
             }
         }
 
@@ -454,4 +466,27 @@ impl Task {
 /// Shorthand for [`Task::new`].
 pub fn task<H: Handler<M>, M: 'static>(handler: H) -> Task {
     Task::new(handler)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn into_signature_moves_when_unique_and_clones_when_shared() {
+        let sig = Signature::new("t").args((1i64, "x"));
+        let ctx = TaskContext::new(sig.clone(), 1, CancellationToken::new());
+        let name_ptr = ctx.signature().name.as_ptr();
+        let back = ctx.into_signature();
+        assert_eq!(back, sig);
+        // Moved out, not copied: the same heap buffer.
+        assert_eq!(back.name.as_ptr(), name_ptr);
+
+        let ctx = TaskContext::new(sig.clone(), 2, CancellationToken::new());
+        let kept = ctx.clone();
+        let back = ctx.into_signature();
+        assert_eq!(back, sig);
+        assert_eq!(kept.signature(), &sig);
+        assert_eq!(kept.attempt(), 2);
+    }
 }

@@ -9,29 +9,88 @@ pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// Formats an instant as Go's `time.Time.MarshalJSON` does for a UTC time
 /// (`2024-05-01T10:00:28.29704155Z`).
 pub fn format(t: &DateTime<Utc>) -> String {
-    let nanos = t.nanosecond() % 1_000_000_000;
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if nanos != 0 {
-        let frac = format!("{nanos:09}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
+    let mut buf = [0u8; 40];
+    let n = format_into(t, &mut buf);
+    // Only ASCII digits, `-`, `:`, `.`, `T`, `Z` (and `+` for a year past 9999) are written.
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Writes [`format()`]'s text into `buf` and returns its length: digits written by hand, no
+/// `fmt` machinery and no intermediate `String` (this runs for every stored state).
+fn format_into(t: &DateTime<Utc>, buf: &mut [u8; 40]) -> usize {
+    fn digits(buf: &mut [u8], at: usize, value: u32, width: usize) -> usize {
+        let mut v = value;
+        for i in (0..width).rev() {
+            // `v % 10` is below 10.
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        at + width
     }
-    s.push('Z');
-    s
+    let year = t.year();
+    let mut n = 0;
+    if !(0..=9999).contains(&year) {
+        // Outside Go's range (refused by `try_format`); written as `{:04}` would.
+        let text = std::format!("{year:04}");
+        buf[..text.len()].copy_from_slice(text.as_bytes());
+        n = text.len();
+    } else {
+        n = digits(buf, n, year.unsigned_abs(), 4);
+    }
+    buf[n] = b'-';
+    n = digits(buf, n + 1, t.month(), 2);
+    buf[n] = b'-';
+    n = digits(buf, n + 1, t.day(), 2);
+    buf[n] = b'T';
+    n = digits(buf, n + 1, t.hour(), 2);
+    buf[n] = b':';
+    n = digits(buf, n + 1, t.minute(), 2);
+    buf[n] = b':';
+    n = digits(buf, n + 1, t.second(), 2);
+    // A leap second shows as nanoseconds ≥ 1e9 in chrono; Go has no leap seconds.
+    let nanos = t.nanosecond() % 1_000_000_000;
+    if nanos != 0 {
+        buf[n] = b'.';
+        let end = digits(buf, n + 1, nanos, 9);
+        // Trailing zeros dropped, as Go's RFC3339Nano; at least one digit stays (nanos ≠ 0).
+        n = end;
+        while buf[n - 1] == b'0' {
+            n -= 1;
+        }
+    }
+    buf[n] = b'Z';
+    n + 1
 }
 
 /// Like [`format()`], but `None` for a year outside 0–9999, which Go's `time.Time.MarshalJSON`
 /// refuses to encode (so a Go peer could not decode it either).
 pub fn try_format(t: &DateTime<Utc>) -> Option<String> {
     (0..=9999).contains(&t.year()).then(|| format(t))
+}
+
+/// [`try_format`]'s text on the stack, for the encoder (no allocation per time written).
+#[derive(Clone, Copy)]
+pub(crate) struct TimeText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl TimeText {
+    /// Like [`try_format`].
+    pub(crate) fn try_new(t: &DateTime<Utc>) -> Option<Self> {
+        if !(0..=9999).contains(&t.year()) {
+            return None;
+        }
+        let mut buf = [0u8; 40];
+        let len = format_into(t, &mut buf);
+        Some(TimeText { buf, len })
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII is written (see `format_into`); the fallback is never taken.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or(GO_ZERO_TIME)
+    }
 }
 
 /// Formats an optional instant; `None` becomes Go's zero time.

@@ -1,8 +1,10 @@
 //! The [`Worker`]: takes deliveries from the broker and decides what happens to each one. This
-//! is the only place that does: decode → registered? → RECEIVED → decode arguments → STARTED →
-//! run (panic guard, time limit, lease renewal) → SUCCESS / RETRY / FAILURE → callbacks and
-//! chords → acknowledge. A delivery is acknowledged only after its outcome is stored, so a
-//! worker that dies loses nothing.
+//! is the only place that does: decode → registered? → decode arguments → RECEIVED and STARTED
+//! (one [`Backend::set_task_states`](crate::Backend::set_task_states) call) → run (panic guard,
+//! time limit, lease renewal) → SUCCESS / RETRY / FAILURE → callbacks and chords → acknowledge.
+//! A delivery is acknowledged only after its outcome is stored, so a worker that dies loses
+//! nothing. Every state goes to the backend with the task's
+//! [`StateContext`], kept from RECEIVED to the final state.
 //!
 //! Concurrency is the same on every broker: at most `concurrency` tasks run at once and the
 //! worker holds at most that many unacknowledged deliveries; 0 means twice the CPU count.
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::arg::{Arg, TaskResult};
+use crate::backend::StateContext;
 use crate::broker::{Consumer, Delivery};
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -343,10 +346,12 @@ impl Worker {
                 Ok(Some(delivery)) => {
                     failures = 0;
                     let me = Arc::clone(self);
-                    tracker.spawn(async move {
+                    // Boxed: the task's future is large, and tokio moves a spawned future
+                    // several times before it first runs; a box moves as a pointer.
+                    tracker.spawn(Box::pin(async move {
                         me.handle(delivery).await;
                         drop(permit);
-                    });
+                    }));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -446,41 +451,56 @@ impl Worker {
         }
     }
 
-    async fn process(&self, delivery: Delivery, mut sig: Signature) {
+    async fn process(&self, delivery: Delivery, sig: Signature) {
         let backend = self.server.backend().clone();
         let Some(task) = self.server.get_task(&sig.name) else {
             self.unregistered(&delivery, sig).await;
             return;
         };
-        if let Err(e) = backend.set_state(&TaskState::received(&sig.uuid)).await {
-            self.give_back(&delivery, &e).await;
-            return;
-        }
+        let mut state_ctx = StateContext::of(&sig);
         let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
         let cancel = self.shutdown.abort.child_token();
-        let ctx = TaskContext::new(sig.clone(), attempt, cancel.clone());
-        let fut = match task.call(ctx, &sig.args) {
+        // The signature moves into the context for the run and comes back after it (no copy
+        // per task unless the task kept its context).
+        let ctx = TaskContext::new(sig, attempt, cancel.clone());
+        let sig = ctx.signature();
+        // The arguments are decoded first, so that RECEIVED and STARTED, which follow each
+        // other, go to the backend together (one round trip on Redis).
+        let fut = match task.call(ctx.clone(), &sig.args) {
             Ok(fut) => fut,
             Err(e) => {
+                // Go's order: RECEIVED, then the arguments fail the task.
+                let received = TaskState::received(&sig.uuid);
+                if let Err(e) = backend.set_task_state(&mut state_ctx, &received).await {
+                    self.give_back(&delivery, &e).await;
+                    return;
+                }
                 let text = format!("{}: {e}", sig.name);
-                self.finish_failed(&delivery, &sig, &text).await;
+                self.finish_failed(&delivery, sig, &mut state_ctx, &text)
+                    .await;
                 return;
             }
         };
-        if let Err(e) = backend.set_state(&TaskState::started(&sig.uuid)).await {
+        let first = [
+            TaskState::received(&sig.uuid),
+            TaskState::started(&sig.uuid),
+        ];
+        if let Err(e) = backend.set_task_states(&mut state_ctx, &first).await {
             self.give_back(&delivery, &e).await;
             return;
         }
         if let Some(h) = &self.hooks.pre_task {
-            h(&sig);
+            h(sig);
         }
         let limit = task.time_limit.or(self.server.config().task_time_limit);
         let run_started = metrics::task_started(&sig.name);
         let ran = self.run_guarded(fut, &delivery, limit, &cancel).await;
         metrics::task_ran(&sig.name, run_started);
         if let Some(h) = &self.hooks.post_task {
-            h(&sig);
+            h(sig);
         }
+        // The future (and with it the task's handles to the context) is gone.
+        let mut sig = ctx.into_signature();
         let outcome = match ran {
             Ran::Done(o) => o,
             Ran::Aborted => {
@@ -493,28 +513,36 @@ impl Worker {
             }
         };
         match outcome {
-            Ok(results) => self.finish_success(&delivery, &sig, results).await,
+            Ok(results) => {
+                self.finish_success(&delivery, &sig, &mut state_ctx, results)
+                    .await;
+            }
             Err(TaskError::RetryLater { after, reason }) => {
                 let n = header_u32(&sig, RETRY_LATER_HEADER);
                 if n >= self.server.config().max_retry_later {
                     let text =
                         format!("{reason} (gave up after {n} retries requested by the task)");
-                    self.finish_failed(&delivery, &sig, &text).await;
+                    self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
+                        .await;
                 } else {
                     set_header(&mut sig, RETRY_LATER_HEADER, n + 1);
-                    self.retry(&delivery, sig, after).await;
+                    self.retry(&delivery, sig, &mut state_ctx, after).await;
                 }
             }
-            Err(TaskError::Fatal(text)) => self.finish_failed(&delivery, &sig, &text).await,
+            Err(TaskError::Fatal(text)) => {
+                self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
+                    .await;
+            }
             Err(TaskError::Failed(text)) => {
                 if sig.retry_count > 0 {
                     sig.retry_count -= 1;
                     sig.retry_timeout = retry::fibonacci_next(sig.retry_timeout);
                     let delay = Duration::from_secs(u64::try_from(sig.retry_timeout).unwrap_or(1));
                     info!(uuid = %sig.uuid, error = %text, "task failed, retrying in {delay:?}");
-                    self.retry(&delivery, sig, delay).await;
+                    self.retry(&delivery, sig, &mut state_ctx, delay).await;
                 } else {
-                    self.finish_failed(&delivery, &sig, &text).await;
+                    self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
+                        .await;
                 }
             }
         }
@@ -578,13 +606,22 @@ impl Worker {
 
     /// Sends the task again with an ETA `after` from now: state RETRY, then (through
     /// `send_task`) PENDING, then the old delivery is acknowledged.
-    async fn retry(&self, delivery: &Delivery, mut sig: Signature, after: Duration) {
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        mut sig: Signature,
+        state_ctx: &mut StateContext,
+        after: Duration,
+    ) {
         let backend = self.server.backend();
         let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
         set_header(&mut sig, ATTEMPT_HEADER, attempt + 1);
         sig.eta =
             Some(Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX));
-        if let Err(e) = backend.set_state(&TaskState::retry(&sig.uuid)).await {
+        if let Err(e) = backend
+            .set_task_state(state_ctx, &TaskState::retry(&sig.uuid))
+            .await
+        {
             self.give_back(delivery, &e).await;
             return;
         }
@@ -596,17 +633,22 @@ impl Worker {
         self.ack(delivery).await;
     }
 
-    async fn finish_success(&self, delivery: &Delivery, sig: &Signature, results: Vec<TaskResult>) {
+    async fn finish_success(
+        &self,
+        delivery: &Delivery,
+        sig: &Signature,
+        state_ctx: &mut StateContext,
+        results: Vec<TaskResult>,
+    ) {
         let backend = self.server.backend();
-        if let Err(e) = backend
-            .set_state(&TaskState::success(&sig.uuid, results.clone()))
-            .await
-        {
+        let success = TaskState::success(&sig.uuid, results);
+        if let Err(e) = backend.set_task_state(state_ctx, &success).await {
             self.give_back(delivery, &e).await;
             return;
         }
         metrics::task_state(&sig.name, "success");
         debug!(uuid = %sig.uuid, "task succeeded");
+        let results = success.results.as_deref().unwrap_or_default();
         let mut follow_up = Ok(());
         for cb in &sig.on_success {
             let mut cb = cb.clone();
@@ -667,7 +709,10 @@ impl Worker {
         if let Some(failed) = states.iter().find(|s| !s.is_success()) {
             let text = chord_failure_text(&failed.task_uuid, &failed.task_name, &failed.error);
             return backend
-                .set_state(&TaskState::failure(&callback.uuid, text))
+                .set_task_state(
+                    &mut StateContext::of(callback),
+                    &TaskState::failure(&callback.uuid, text),
+                )
                 .await;
         }
         let mut cb = (**callback).clone();
@@ -681,10 +726,16 @@ impl Worker {
         self.send_follow_up(cb).await
     }
 
-    async fn finish_failed(&self, delivery: &Delivery, sig: &Signature, text: &str) {
+    async fn finish_failed(
+        &self,
+        delivery: &Delivery,
+        sig: &Signature,
+        state_ctx: &mut StateContext,
+        text: &str,
+    ) {
         let backend = self.server.backend();
         if let Err(e) = backend
-            .set_state(&TaskState::failure(&sig.uuid, text))
+            .set_task_state(state_ctx, &TaskState::failure(&sig.uuid, text))
             .await
         {
             self.give_back(delivery, &e).await;
@@ -709,7 +760,10 @@ impl Worker {
                 &callback.uuid,
                 chord_failure_text(&sig.uuid, &sig.name, text),
             );
-            if let Err(e) = backend.set_state(&failure).await {
+            if let Err(e) = backend
+                .set_task_state(&mut StateContext::of(callback), &failure)
+                .await
+            {
                 self.report(&e);
             }
         }

@@ -3,22 +3,31 @@
 //! * A state lives under its bare task UUID (`task_…`, `chord_…`), a group's metadata under its
 //!   bare group UUID (`group_…`): the keys Go reads and writes.
 //! * Every write is `SET … EX results_expire_in`. PENDING replaces what is stored (as Go);
-//!   every other state goes through the [`SET_STATE`](crate::scripts::SET_STATE) script, which
-//!   carries `TaskName` and `CreatedAt` over from the stored state atomically. The client sends
-//!   the new JSON with an empty `TaskName` and Go's zero `CreatedAt` plus the byte positions of
-//!   those two values; the script splices the stored values in there, so the bytes stay Go's
-//!   (key order, escaping) and nothing is re-encoded.
+//!   every other state carries `TaskName` and `CreatedAt` over from the stored state.
+//! * The worker's writes ([`Backend::set_task_state`], [`Backend::set_task_states`]) come with a
+//!   [`StateContext`]: `TaskName` is the signature's, and `CreatedAt` is read once per task —
+//!   one `GET` before its first write (RECEIVED), decoded and merged as Go's
+//!   `mergeNewTaskState` does (GET, then SET) — and kept in the context, so every later state
+//!   (STARTED, SUCCESS, FAILURE, RETRY) is a plain `SET … EX` with no read and no script.
+//!   RECEIVED and STARTED go out pipelined, as two `SET`s in one round trip (a reader can
+//!   still see each); a final state's `SET` and its `PUBLISH` (below) are pipelined too.
+//! * A bare [`Backend::set_state`] (no context) goes through the
+//!   [`SET_STATE`](crate::scripts::SET_STATE) script, which carries `TaskName` and `CreatedAt`
+//!   over from the stored state atomically. The client sends the new JSON with an empty
+//!   `TaskName` and Go's zero `CreatedAt` plus the byte positions of those two values; the
+//!   script splices the stored values in there, so the bytes stay Go's (key order, escaping)
+//!   and nothing is re-encoded.
 //! * `group_states` reads the members with one `MGET` (standalone) or one `GET` per member
 //!   sent concurrently (cluster: the members live in different slots).
 //! * `trigger_chord` is exactly-once and honours Go's redsync mutex: see
 //!   [`RedisBackend::trigger_chord`](machinist_core::Backend::trigger_chord) below.
-//! * `wait_for_change` is woken by the announcement `set_state` publishes (`notify.rs`).
+//! * `wait_for_change` is woken by the announcement a final state's write publishes (`notify.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use machinist_core::{Backend, Error, GroupMeta, Result, State, TaskState};
+use machinist_core::{Backend, Error, GroupMeta, Result, State, StateContext, TaskState};
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
@@ -37,9 +46,12 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 
 /// A result [`Backend`] on Redis, sharing keys and JSON with Go Machinery's Redis backend.
 ///
-/// * `set_state`: `SET <uuid> <json> EX <results_expire_in>`; non-PENDING states carry
-///   `TaskName`/`CreatedAt` over from the stored state in one script (Go does GET then SET).
-///   A key holding another Redis type is [`RedisError::WrongType`], naming it.
+/// * `set_task_state` / `set_task_states` (the worker's and the server's writes):
+///   `SET <uuid> <json> EX <results_expire_in>` per state, pipelined; `TaskName`/`CreatedAt`
+///   carried over from one `GET` per task (Go does GET then SET for every state).
+/// * `set_state` (no context): the same `SET`, with `TaskName`/`CreatedAt` carried over from the
+///   stored state in one script. A key holding another Redis type is
+///   [`RedisError::WrongType`], naming it.
 /// * `get_state` / `get_group`: `GET` and Go's lenient decoding; absent key → `None`.
 /// * `init_group`: `SET <group uuid> <GroupMeta> EX <results_expire_in>`.
 /// * `group_states` / `group_completed`: the group's `TaskUUIDs` read with `MGET`; a missing
@@ -47,7 +59,7 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 /// * `trigger_chord`: true exactly once per group, also against Go workers (see the method).
 /// * `purge_state` / `purge_group`: `DEL`.
 /// * `wait_for_change`: woken by a pub/sub announcement of each SUCCESS or FAILURE write
-///   (published by the `set_state` script on `<key_prefix>:state:<uuid>`), so a result is seen
+///   (published with the write on `<key_prefix>:state:<uuid>`), so a result is seen
 ///   as soon as it is stored; a wait never sleeps longer than
 ///   [`RedisOptions::state_poll`] (1 s), which is how states written by Go workers (who
 ///   announce nothing) are seen — at once too when the server has keyspace notifications on.
@@ -165,6 +177,121 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// The announcement channel of a state (empty: none). Only final states are announced
+    /// (what result waiters wait for): one `PUBLISH` per task; RECEIVED, STARTED and RETRY are
+    /// seen by the poll.
+    fn channel_of(&self, state: &TaskState) -> String {
+        match &self.notices {
+            Some(n) if state.is_completed() => n.channel(&state.task_uuid),
+            _ => String::new(),
+        }
+    }
+
+    /// The stored state, for a merge: `None` when there is none or it is not a task state (then
+    /// the new one is written as it is, as Go does and as the script does with a value that is
+    /// not a JSON object). A key of another type is [`RedisError::WrongType`].
+    async fn stored_for_merge(&self, key: &str) -> Result<Option<TaskState>> {
+        let mut c = self.c();
+        let raw: Option<Vec<u8>> = c.get(key).await.map_err(|e| {
+            backend_err(RedisError::redis(
+                "reading the stored state to merge",
+                key,
+                e,
+            ))
+        })?;
+        Ok(raw.and_then(|b| TaskState::from_slice(&b).ok()))
+    }
+
+    /// Stores `states` of one task in order with plain `SET … EX` (and `PUBLISH` for final
+    /// states), pipelined in one round trip.
+    ///
+    /// `TaskName`/`CreatedAt` are carried over as Go does (from the stored state, nothing when
+    /// none is stored), but read at most once per task: the first write without them `GET`s
+    /// the stored state and records both in `ctx` (as a PENDING written with this context
+    /// does); later writes take them from `ctx`. `ctx.created_at` set means "learned".
+    async fn write_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        let Some(first) = states.first() else {
+            return Ok(());
+        };
+        let key = first.task_uuid.as_str();
+        let mut filled: Vec<std::borrow::Cow<'_, TaskState>> = Vec::with_capacity(states.len());
+        let mut looked = false;
+        let mut partial: Option<TaskState> = None;
+        for state in states {
+            if state.state == State::Pending {
+                if state.created_at.is_some() {
+                    ctx.task_name.clone_from(&state.task_name);
+                    ctx.created_at = state.created_at;
+                }
+                filled.push(std::borrow::Cow::Borrowed(state));
+                continue;
+            }
+            if !state.task_name.is_empty() && state.created_at.is_some() {
+                filled.push(std::borrow::Cow::Borrowed(state));
+                continue;
+            }
+            if ctx.created_at.is_none() && !looked {
+                looked = true;
+                match self.stored_for_merge(key).await? {
+                    Some(stored) if stored.created_at.is_some() => {
+                        ctx.task_name = stored.task_name;
+                        ctx.created_at = stored.created_at;
+                    }
+                    // Go's zero time stored (or nothing): carry over what there is, and look
+                    // again on the next write.
+                    other => partial = other,
+                }
+            }
+            if ctx.created_at.is_none() {
+                match &partial {
+                    Some(stored) => {
+                        let mut s = state.clone();
+                        s.merge_from(stored);
+                        filled.push(std::borrow::Cow::Owned(s));
+                    }
+                    // Nothing stored: written as it is, as Go does.
+                    None => filled.push(std::borrow::Cow::Borrowed(state)),
+                }
+                continue;
+            }
+            let mut s = state.clone();
+            if s.task_name.is_empty() {
+                s.task_name.clone_from(&ctx.task_name);
+            }
+            if s.created_at.is_none() {
+                s.created_at = ctx.created_at;
+            }
+            filled.push(std::borrow::Cow::Owned(s));
+        }
+        let mut pipe = redis::pipe();
+        for s in &filled {
+            pipe.cmd("SET")
+                .arg(s.task_uuid.as_str())
+                .arg(s.to_vec()?)
+                .arg("EX")
+                .arg(self.ttl_secs)
+                .ignore();
+            let channel = self.channel_of(s);
+            if !channel.is_empty() {
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(s.state.as_str())
+                    .ignore();
+            }
+        }
+        let mut c = self.c();
+        pipe.query_async::<()>(&mut c).await.map_err(|e| {
+            let names: Vec<&str> = filled.iter().map(|s| s.state.as_str()).collect();
+            backend_err(RedisError::redis(
+                format!("storing state {}", names.join(", ")),
+                key,
+                e,
+            ))
+        })
+    }
+}
+
 fn backend_err(e: RedisError) -> Error {
     e.into_backend()
 }
@@ -192,12 +319,7 @@ impl Backend for RedisBackend {
         } else {
             0
         };
-        // Only the final states are announced (what result waiters wait for): one PUBLISH
-        // per task instead of three; RECEIVED, STARTED and RETRY are seen by the poll.
-        let channel = match &self.notices {
-            Some(n) if state.is_completed() => n.channel(key),
-            _ => String::new(),
-        };
+        let channel = self.channel_of(state);
         scripts::SET_STATE
             .key(key)
             .arg(json)
@@ -216,6 +338,24 @@ impl Backend for RedisBackend {
                     e,
                 ))
             })
+    }
+
+    /// With the context: `TaskName` from the signature, `CreatedAt` read once per task and kept
+    /// (see the module docs); plain `SET`s, no script.
+    async fn set_task_state(&self, ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        self.write_states(ctx, std::slice::from_ref(state)).await
+    }
+
+    /// RECEIVED and STARTED (or any consecutive states of one task): at most one `GET`, then
+    /// one `SET` each, pipelined in one round trip.
+    async fn set_task_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        if states.iter().any(|s| s.task_uuid != states[0].task_uuid) {
+            for s in states {
+                self.write_states(ctx, std::slice::from_ref(s)).await?;
+            }
+            return Ok(());
+        }
+        self.write_states(ctx, states).await
     }
 
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {

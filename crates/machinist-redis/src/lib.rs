@@ -51,7 +51,9 @@
 //!
 //! ## Scripts
 //!
-//! Every multi-step operation is one Lua script (module `scripts`), so it is atomic:
+//! Every multi-step operation is one Lua script (module `scripts`), so it is atomic. The
+//! worker's state writes are not scripts (see [`RedisBackend`]: one `GET` per task, then plain
+//! `SET`s, as Go writes states); the set-state script serves a bare `set_state`.
 //!
 //! | script | keys | what |
 //! |---|---|---|
@@ -61,7 +63,7 @@
 //! | reap | processing, queue | move a whole processing list back to the queue's front, in order |
 //! | move due | delayed set | `ZRANGEBYSCORE … LIMIT 0 100`, `ZREM`, `RPUSH` to each message's `RoutingKey` (cjson) |
 //! | purge | queue | `LLEN` then `DEL` |
-//! | set state | state | `GET` + cjson, splice `TaskName`/`CreatedAt` into the new text, `SET … EX`, `PUBLISH` the announcement |
+//! | set state | state | (`set_state` without a context) `GET` + cjson, splice `TaskName`/`CreatedAt` into the new text, `SET … EX`, `PUBLISH` the announcement |
 //! | trigger chord | group [, `TriggerChordMutex`] | "busy" while Go holds the mutex, else flip `ChordTriggered` once (`KEEPTTL`) |
 //! | lock | lock key | `SET NX PX`, or take over a passed deadline |
 //!
@@ -109,7 +111,7 @@
 //! ## Result waits
 //!
 //! [`RedisBackend`]'s `wait_for_change` does not poll: each SUCCESS or FAILURE write publishes
-//! an announcement inside the script that stores it (no extra round trip), and each backend
+//! an announcement pipelined with the `SET` that stores it (no extra round trip), and each backend
 //! subscribes, on one pub/sub connection opened at the first wait, to the channels of the
 //! tasks being waited for. A waiter wakes within milliseconds of the write. Intermediate states
 //! (RECEIVED, STARTED, RETRY: one `PUBLISH` per task, not four) and states written by Go
@@ -130,7 +132,10 @@
 //!   A task may therefore run twice (a worker that stalled longer than its lease, or died after
 //!   storing SUCCESS but before the ack); never zero times.
 //! * **Delayed tasks move exactly once**, in ETA-score order, in batches of up to 100 per script.
-//! * **States merge atomically**: `TaskName`/`CreatedAt` are carried over inside one script.
+//! * **States carry `TaskName`/`CreatedAt` over** from the stored state, as Go's do: the
+//!   worker reads the stored state once per task (before RECEIVED) and keeps both for its later
+//!   writes; every state is its own `SET`, so a reader can see each. A bare `set_state` merges
+//!   atomically in one script.
 //! * **The chord callback fires once** per group, also when Go workers finish some members.
 //! * **Outages are ridden out**: each loop reconnects with back-off (100 ms doubling to 5 s),
 //!   one warning when Redis goes away and one info line when it is back; settlements that
@@ -149,7 +154,9 @@
 //!   Messages a **Go** worker pops are still Go's responsibility.
 //! * Go moves one delayed task per 500 ms round with `WATCH`/`MULTI`; machinist moves up to a
 //!   batch per script and sleeps until the next due score.
-//! * Go writes a state with `GET` then `SET`; machinist merges in one script.
+//! * Go reads the stored state before every state write (`GET` then `SET`); machinist's worker
+//!   reads it once per task and sends RECEIVED and STARTED in one round trip (two `SET`s,
+//!   pipelined), SUCCESS/FAILURE with its announcement in another.
 //! * Go's chord trigger takes the global redsync mutex; machinist's script only checks it
 //!   (standalone) and keeps the group key's expiry instead of refreshing it.
 //! * A stored state of the wrong Redis type is a clear [`RedisError::WrongType`], not a Go

@@ -12,7 +12,7 @@
 //! | [`MOVE_DUE`] | delayed set | move up to N due tasks to their `RoutingKey` lists (standalone) |
 //! | [`CLAIM_DUE`] | delayed set | remove and return up to N due tasks (cluster: the client pushes them) |
 //! | [`PURGE`] | queue | count and delete a queue |
-//! | [`SET_STATE`] | state | write a state, carrying `TaskName`/`CreatedAt` over from the stored one, and announce it |
+//! | [`SET_STATE`] | state | (a bare `set_state`) write a state, carrying `TaskName`/`CreatedAt` over from the stored one, and announce it |
 //! | [`TRIGGER_CHORD`] | group meta [, `TriggerChordMutex`] | flip `ChordTriggered` once, unless a Go worker holds the chord mutex |
 //! | [`RELEASE_MUTEX`] | mutex | redsync's compare-and-delete |
 //! | [`LOCK`] | lock key | Go's periodic lock: `SET NX PX`, or take over an expired deadline |
@@ -140,9 +140,12 @@ return n
 });
 
 /// Lua: `s` as a JSON string literal in Go's bytes (cjson escapes `/` and leaves `<`, `>`,
-/// `&`, U+2028, U+2029 raw; Go does the opposite, and keeps DEL raw).
-const GO_STRING_LUA: &str = r"
+/// `&`, U+2028, U+2029 raw; Go does the opposite, and keeps DEL raw). A string with nothing
+/// either would escape (no control byte, `"`, `\`, `/`, `<`, `>`, `&` or non-ASCII byte — task
+/// names and times) is quoted as it is, without cjson and the substitutions.
+const GO_STRING_LUA: &str = r#"
 local function go_string(s)
+  if not string.find(s, '[%c"\\/<>&\128-\255]') then return '"' .. s .. '"' end
   local e = cjson.encode(s)
   e = string.gsub(e, '\\/', '/')
   e = string.gsub(e, '<', '\\u003c')
@@ -153,7 +156,7 @@ local function go_string(s)
   e = string.gsub(e, '\\u007f', '\127')
   return e
 end
-";
+"#;
 
 /// KEYS: state. ARGV: new JSON, expiry seconds, position of the `TaskName` value `""` (1-based,
 /// 0 = keep the new one), position of the `CreatedAt` value `"0001-01-01T00:00:00Z"` (same),

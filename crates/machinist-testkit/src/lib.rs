@@ -46,6 +46,7 @@ use async_trait::async_trait;
 use machinist_core::{Backend, Broker, Config, Lock};
 
 pub mod conformance;
+pub mod rabbitmq;
 pub mod recording;
 pub mod redis_server;
 pub mod tasks;

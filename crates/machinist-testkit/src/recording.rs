@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use machinist_core::{Backend, GroupMeta, Result, State, TaskState};
+use machinist_core::{Backend, GroupMeta, Result, State, StateContext, TaskState};
 
-/// Delegates to an inner backend and logs every successful `set_state`.
+/// Delegates to an inner backend and logs every successful state write (`set_state`,
+/// `set_task_state`, `set_task_states`), passing the [`StateContext`] on.
 pub struct RecordingBackend {
     inner: Arc<dyn Backend>,
     log: Mutex<Vec<TaskState>>,
@@ -36,6 +37,30 @@ impl RecordingBackend {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Logs `states`, then runs the write: a reader that sees a stored state must also see its
+    /// entry. If the write fails the entries are taken back out (those of a batch whose first
+    /// states were stored too: the log then errs on the side of fewer entries).
+    async fn logged(
+        &self,
+        states: &[TaskState],
+        write: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(states);
+        let written = write.await;
+        if written.is_err() {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            for state in states {
+                if let Some(i) = log.iter().rposition(|s| s == state) {
+                    log.remove(i);
+                }
+            }
+        }
+        written
+    }
+
     /// The state names written for `task_uuid`, in order.
     pub fn states_of(&self, task_uuid: &str) -> Vec<State> {
         self.written()
@@ -49,20 +74,21 @@ impl RecordingBackend {
 #[async_trait]
 impl Backend for RecordingBackend {
     async fn set_state(&self, state: &TaskState) -> Result<()> {
-        // Logged before the write: a reader that sees the stored state must also see the entry.
-        // A write that fails is taken back out.
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(state.clone());
-        let written = self.inner.set_state(state).await;
-        if written.is_err() {
-            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = log.iter().rposition(|s| s == state) {
-                log.remove(i);
-            }
-        }
-        written
+        self.logged(std::slice::from_ref(state), self.inner.set_state(state))
+            .await
+    }
+
+    async fn set_task_state(&self, ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        self.logged(
+            std::slice::from_ref(state),
+            self.inner.set_task_state(ctx, state),
+        )
+        .await
+    }
+
+    async fn set_task_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        self.logged(states, self.inner.set_task_states(ctx, states))
+            .await
     }
 
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {

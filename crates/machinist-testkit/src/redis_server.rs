@@ -77,6 +77,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn skipped() {
+    require_servers("redis-server");
     println!("skipped: redis-server not found");
 }
 
@@ -492,6 +493,7 @@ impl RedisCluster {
             return None;
         }
         let Some(cli) = find_on_path("redis-cli") else {
+            require_servers("redis-cli");
             println!("skipped: redis-cli not found");
             return None;
         };
@@ -579,6 +581,7 @@ impl TlsCerts {
     /// `skipped: openssl not found`, when `openssl` is not on `PATH`.
     pub fn generate() -> Option<Self> {
         let Some(openssl) = find_on_path("openssl") else {
+            require_servers("openssl");
             println!("skipped: openssl not found");
             return None;
         };
@@ -862,4 +865,14 @@ fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Fails the calling test when `MACHINIST_REQUIRE_SERVERS` is set (the project's test script
+/// sets it, having installed what the tests need): there a missing program is an error, not a
+/// reason to skip.
+pub fn require_servers(what: &str) {
+    assert!(
+        std::env::var_os("MACHINIST_REQUIRE_SERVERS").is_none(),
+        "{what} not found and MACHINIST_REQUIRE_SERVERS is set"
+    );
 }

@@ -11,7 +11,9 @@
 //! | `redis://[password@]h1:p1,h2:p2,…` (Go's cluster form), or one host with `redis.cluster_enabled` | Redis Cluster (`machinist-redis`) | broker, backend, lock | `redis` |
 //! | `redis://[password@]s1:26379,s2:26379/db` with `redis.master_name` | Redis Sentinel: the hosts are sentinels (`machinist-redis`) | broker, backend, lock | `redis` |
 //! | `rediss://…` | Redis over TLS (rustls; the system's roots, or `tls.ca_file`) | broker, backend, lock | `redis-tls` |
-//! | `amqp://`, `amqps://` | AMQP 0-9-1 (RabbitMQ) | broker, backend | `amqp` (not in this version) |
+//! | `amqp://[user:password@]host[:port][/vhost]` | AMQP 0-9-1 (RabbitMQ, `machinist-amqp`) | broker, backend (no lock: set `lock` to another URL, or leave it empty for the embedded default) | `amqp` |
+//! | `amqp://h1:5672/,amqp://h2:5672/` with `multiple_broker_separator: ","` | several RabbitMQ nodes, tried in order (`machinist-amqp`) | broker | `amqp` |
+//! | `amqps://…` | AMQP over TLS (rustls; the system's roots plus `tls.ca_file`) | broker, backend | `amqp-tls` |
 //! | `https://sqs…` | AWS SQS | broker | `sqs` (not in this version) |
 //! | `gcppubsub://PROJECT/SUBSCRIPTION` | GCP Pub/Sub | broker | `gcppubsub` (not in this version) |
 //! | `memcache://` | Memcache | backend | `memcache` (not in this version) |
@@ -34,6 +36,16 @@
 //! have no effect (one multiplexed connection replaces Go's pool). For `rediss://` the `tls:`
 //! section applies: `ca_file` (trusted instead of the system's roots), `cert_file` +
 //! `key_file` (a client certificate), `insecure_skip_verify`.
+//!
+//! The `amqp:` section of the config applies to the AMQP adapters, as Go reads it: `exchange`,
+//! `exchange_type`, `queue_declare_args`, `queue_binding_args`, `binding_key`,
+//! `prefetch_count`, `auto_delete`, `delayed_queue`, plus `default_queue`,
+//! `results_expire_in` and, for `amqps://`, `tls.ca_file` (trusted besides the system's
+//! roots). The broker and the result backend each open their own connection, even on the same
+//! URL, and connect at once (a RabbitMQ that does not answer is an error of the role); client
+//! certificates and `tls.insecure_skip_verify` are refused for `amqps://` (not supported
+//! yet). The AMQP result backend keeps one queue per task, as Go's does: prefer `redis://` or
+//! `sqlite://` results beside an AMQP broker (see `machinist_amqp`'s "Limits").
 //!
 //! Errors are [`machinist_core::Error::Broker`], [`Backend`](machinist_core::Error::Backend) or
 //! [`Lock`](machinist_core::Error::Lock) after the role, with a [`ConnectError`] as their source
@@ -120,6 +132,12 @@ async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> 
         Adapter::Redis => Arc::new(machinist_redis::RedisBroker::new(
             opened.redis(Role::Broker, &broker_plan, config).await?,
         )),
+        #[cfg(feature = "amqp")]
+        Adapter::Amqp => Arc::new(
+            machinist_amqp::AmqpBroker::connect(amqp_options(Role::Broker, &broker_plan, config)?)
+                .await
+                .map_err(|e| role_error(Role::Broker, e))?,
+        ),
         other => return Err(not_compiled(other, &broker_plan)),
     };
     let backend: Arc<dyn Backend> = match backend_plan.adapter {
@@ -143,6 +161,16 @@ async fn connect_with(config: &Config, opened: &mut Opened) -> Result<Adapters> 
                 .redis(Role::ResultBackend, &backend_plan, config)
                 .await?,
         )),
+        #[cfg(feature = "amqp")]
+        Adapter::Amqp => Arc::new(
+            machinist_amqp::AmqpBackend::connect(amqp_options(
+                Role::ResultBackend,
+                &backend_plan,
+                config,
+            )?)
+            .await
+            .map_err(|e| role_error(Role::ResultBackend, e))?,
+        ),
         other => return Err(not_compiled(other, &backend_plan)),
     };
     let lock: Arc<dyn Lock> = match lock_plan.adapter {
@@ -225,7 +253,7 @@ struct Opened {
 }
 
 /// Wraps an adapter's error as the error of `role`.
-#[cfg(any(feature = "sqlite", feature = "redis"))]
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "amqp"))]
 fn role_error(role: Role, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     match role {
         Role::Broker => Error::broker(e),
@@ -316,6 +344,63 @@ fn redis_options(role: Role, url: &str, config: &Config) -> Result<machinist_red
         options.response_timeout = reply;
     }
     Ok(options)
+}
+
+/// The AMQP settings [`connect`] uses for `plan`'s URL: for the broker, the URL list split by
+/// `multiple_broker_separator` (`AmqpOptions::broker_from_config`); for the result backend,
+/// one URL (`AmqpOptions::backend_from_config`); then the config's `amqp:` section,
+/// `default_queue`, `results_expire_in` and `tls.ca_file`. Schemes are lowered first (as
+/// [`Adapter::detect`] reads them case-insensitively).
+#[cfg(feature = "amqp")]
+fn amqp_options(role: Role, plan: &Plan, config: &Config) -> Result<machinist_amqp::AmqpOptions> {
+    let tls = &config.tls;
+    if needs_amqp_tls(&plan.url) {
+        let unsupported = if tls.cert_file.is_some() || tls.key_file.is_some() {
+            Some("a client certificate (`tls.cert_file`, `tls.key_file`) for amqps://")
+        } else if tls.insecure_skip_verify {
+            Some("`tls.insecure_skip_verify` for amqps://")
+        } else {
+            None
+        };
+        if let Some(what) = unsupported {
+            return Err(ConnectError::Unsupported {
+                role,
+                url: shown(&plan.url),
+                what,
+            }
+            .into());
+        }
+    }
+    let mut config = config.clone();
+    let separator = config.multiple_broker_separator.clone();
+    let options = match role {
+        Role::Broker => {
+            config.broker = lower_schemes(&plan.url, &separator);
+            machinist_amqp::AmqpOptions::broker_from_config(&config)
+        }
+        _ => {
+            config.result_backend = lower_schemes(&plan.url, "");
+            machinist_amqp::AmqpOptions::backend_from_config(&config)
+        }
+    };
+    options.map_err(|e| role_error(role, e))
+}
+
+/// `urls` (several split by `separator`, none when it is empty) with each scheme in lower case.
+#[cfg(feature = "amqp")]
+fn lower_schemes(urls: &str, separator: &str) -> String {
+    let lower = |url: &str| match url.trim().split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => url.trim().to_owned(),
+    };
+    if separator.is_empty() {
+        lower(urls)
+    } else {
+        urls.split(separator)
+            .map(lower)
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -423,6 +508,14 @@ impl Plan {
                 feature: "redis-tls",
             });
         }
+        if adapter == Adapter::Amqp && needs_amqp_tls(url) && !cfg!(feature = "amqp-tls") {
+            return Err(ConnectError::FeatureDisabled {
+                role,
+                url: shown_url,
+                adapter,
+                feature: "amqp-tls",
+            });
+        }
         Ok(Plan {
             adapter,
             url: url.to_owned(),
@@ -441,6 +534,11 @@ impl Plan {
 fn needs_tls(url: &str) -> bool {
     url.get(..9)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+}
+
+/// True when `url` (or one of several broker URLs) is an `amqps://` URL (TLS).
+fn needs_amqp_tls(url: &str) -> bool {
+    url.to_ascii_lowercase().contains("amqps://")
 }
 
 /// The role a URL is for.
@@ -606,13 +704,18 @@ impl Adapter {
             Adapter::Sqlite,
             #[cfg(feature = "redis")]
             Adapter::Redis,
+            #[cfg(feature = "amqp")]
+            Adapter::Amqp,
         ];
         COMPILED.contains(&self)
     }
 
     /// True when this version of machinist has the adapter at all (behind its feature).
     pub fn feature_exists(self) -> bool {
-        matches!(self, Adapter::Memory | Adapter::Sqlite | Adapter::Redis)
+        matches!(
+            self,
+            Adapter::Memory | Adapter::Sqlite | Adapter::Redis | Adapter::Amqp
+        )
     }
 }
 
@@ -843,8 +946,6 @@ mod tests {
     #[test]
     fn adapters_not_in_this_version_name_their_feature() {
         let cases = [
-            (Role::Broker, "amqp://guest:hunter2@rabbit:5672/", "amqp"),
-            (Role::ResultBackend, "amqps://rabbit", "amqp"),
             (
                 Role::Broker,
                 "https://sqs.eu-west-1.amazonaws.com/1/q",
@@ -887,6 +988,306 @@ mod tests {
                 assert!(!text.contains(secret), "{text}");
             }
         }
+    }
+
+    #[cfg(not(feature = "amqp"))]
+    #[tokio::test]
+    async fn amqp_without_its_feature_names_it() {
+        for (role, url) in [
+            (Role::Broker, "amqp://guest:hunter2@rabbit:5672/"),
+            (Role::ResultBackend, "amqps://guest:hunter2@rabbit"),
+            (Role::Broker, "AMQP://guest:hunter2@rabbit:5672/vhost"),
+        ] {
+            let e = plan_err(role, url);
+            let ConnectError::FeatureDisabled {
+                feature, adapter, ..
+            } = &e
+            else {
+                panic!("{url}: {e:?}");
+            };
+            assert_eq!((*feature, *adapter), ("amqp", Adapter::Amqp), "{url}");
+            let text = e.to_string();
+            assert!(text.contains("`amqp` Cargo feature of machinist"), "{text}");
+            assert!(text.contains("rabbit"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let e = connect(&config("amqp://guest:guest@rabbit/", "memory", "memory"))
+            .await
+            .expect_err("not compiled");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(matches!(
+            ConnectError::find(&e),
+            Some(ConnectError::FeatureDisabled {
+                feature: "amqp",
+                ..
+            })
+        ));
+    }
+
+    #[cfg(all(feature = "amqp", not(feature = "amqp-tls")))]
+    #[test]
+    fn amqps_without_amqp_tls_names_it() {
+        for (role, url) in [
+            (Role::Broker, "amqps://guest:hunter2@rabbit:5671/"),
+            (Role::ResultBackend, "AMQPS://rabbit"),
+            (Role::Broker, "amqp://rabbit-1/,amqps://rabbit-2/"),
+        ] {
+            let e = plan_err(role, url);
+            assert!(
+                matches!(
+                    e,
+                    ConnectError::FeatureDisabled {
+                        feature: "amqp-tls",
+                        adapter: Adapter::Amqp,
+                        ..
+                    }
+                ),
+                "{url}: {e:?}"
+            );
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert_eq!(
+            Adapter::resolve(Role::Broker, "amqp://rabbit/"),
+            Ok(Adapter::Amqp)
+        );
+    }
+
+    #[tokio::test]
+    async fn amqp_is_no_lock() {
+        let e = connect(&config("memory", "memory", "amqp://guest:hunter2@rabbit/"))
+            .await
+            .expect_err("AMQP has no lock");
+        assert!(matches!(e, Error::Lock(_)), "{e:?}");
+        assert!(
+            matches!(
+                ConnectError::find(&e),
+                Some(ConnectError::WrongRole {
+                    adapter: Adapter::Amqp,
+                    role: Role::Lock,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "lock: amqp://rabbit: AMQP cannot be the lock (it can be: broker, result backend)"
+        );
+    }
+
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn amqps_settings_not_supported_yet_are_refused() {
+        let plan = Plan {
+            adapter: Adapter::Amqp,
+            url: "amqps://guest:hunter2@rabbit:5671/".into(),
+        };
+        let mut cfg = config(&plan.url, &plan.url, "memory");
+        cfg.tls.cert_file = Some("client.crt".into());
+        cfg.tls.key_file = Some("client.key".into());
+        let e = amqp_options(Role::Broker, &plan, &cfg).expect_err("no client certificates");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(
+            matches!(
+                ConnectError::find(&e),
+                Some(ConnectError::Unsupported { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tls.cert_file"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        cfg.tls.cert_file = None;
+        cfg.tls.key_file = None;
+        cfg.tls.insecure_skip_verify = true;
+        let e = amqp_options(Role::ResultBackend, &plan, &cfg).expect_err("verification stays on");
+        assert!(e.to_string().contains("insecure_skip_verify"), "{e}");
+        // Plain amqp:// does not read the `tls:` section.
+        let plain = Plan {
+            adapter: Adapter::Amqp,
+            url: "amqp://guest:guest@rabbit/".into(),
+        };
+        assert!(amqp_options(Role::Broker, &plain, &cfg).is_ok());
+    }
+
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn amqp_schemes_are_lowered_url_by_url() {
+        assert_eq!(
+            lower_schemes(" AMQP://G:P@h/VHost ", ""),
+            "amqp://G:P@h/VHost"
+        );
+        assert_eq!(
+            lower_schemes("Amqp://a/|AMQPS://b/", "|"),
+            "amqp://a/|amqps://b/"
+        );
+        assert_eq!(
+            lower_schemes("amqp://a/,AMQP://b/", ""),
+            "amqp://a/,AMQP://b/"
+        );
+    }
+
+    /// The RabbitMQ the AMQP tests use (`AMQP_URL`, default the local guest account), or
+    /// `None` (the test is skipped, saying so) when nothing listens there.
+    #[cfg(feature = "amqp")]
+    fn rabbit() -> Option<String> {
+        machinist_testkit::rabbitmq::reachable()
+    }
+
+    /// A config whose task queue is this test's own: the default exchange (nothing declared
+    /// that outlives the test), binding key = queue, queues that delete themselves a minute
+    /// after their last use.
+    #[cfg(feature = "amqp")]
+    fn amqp_config(broker: &str, backend: &str, tag: &str) -> Config {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let queue = format!(
+            "machinist_facade_{tag}_{}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cfg = Config {
+            no_unix_signals: true,
+            default_queue: queue.clone(),
+            results_expire_in: 60,
+            ..config(broker, backend, "memory")
+        };
+        cfg.amqp.exchange = String::new();
+        cfg.amqp.binding_key = queue;
+        cfg.amqp
+            .queue_declare_args
+            .insert("x-expires".into(), 60_000.into());
+        cfg
+    }
+
+    #[cfg(feature = "amqp")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqp_round_trip_with_amqp_results() {
+        use std::time::Duration;
+
+        use machinist_core::{Chord, Group, Signature};
+
+        let Some(url) = rabbit() else {
+            return;
+        };
+        let cfg = amqp_config(&url, &url, "amqp");
+        let server = server(cfg.clone()).await.expect("server");
+        assert!(
+            server.broker().describe().contains("amqp"),
+            "{}",
+            server.broker().describe()
+        );
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        server.register_task(
+            "multiply",
+            |machinist_core::Variadic(xs): machinist_core::Variadic<i64>| async move {
+                xs.iter().product::<i64>()
+            },
+        );
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(Signature::new("add").args((1i64, 2i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(20)).await.expect("result");
+        assert_eq!(sum, 3);
+        let chord = Chord::new(
+            Group::new(vec![
+                Signature::new("add").args((1i64, 1i64)),
+                Signature::new("add").args((2i64, 2i64)),
+            ]),
+            Signature::new("multiply"),
+        );
+        let product: i64 = server
+            .send_chord(chord, 0)
+            .await
+            .expect("chord")
+            .results(Duration::from_secs(20))
+            .await
+            .expect("chord result");
+        assert_eq!(product, 8);
+        worker.quit().await.expect("quit");
+
+        // Another connect (another process, say) reads the stored state from RabbitMQ.
+        let again = connect(&cfg).await.expect("reconnect");
+        let state = again
+            .backend
+            .get_state(r.uuid())
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(state.is_success(), "{state:?}");
+        assert_eq!(state.task_name, "add");
+        again.close().await;
+        server.broker().close().await;
+        server.backend().close().await;
+    }
+
+    #[cfg(feature = "amqp")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqp_broker_list_skips_a_dead_first_host() {
+        use std::time::Duration;
+
+        let Some(url) = rabbit() else {
+            return;
+        };
+        // A closed port on loopback: refused at once.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        // Schemes are case-insensitive, as for every adapter.
+        let upper = url.replacen("amqp://", "AMQP://", 1);
+        let mut cfg = amqp_config(
+            &format!("amqp://guest:guest@127.0.0.1:{dead}/;{upper}"),
+            "memory://amqp-list",
+            "list",
+        );
+        cfg.multiple_broker_separator = ";".into();
+        let server = server(cfg).await.expect("the second URL answers");
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(Duration::from_secs(20)).await.expect("result");
+        assert_eq!(sum, 42);
+        worker.quit().await.expect("quit");
+        server.broker().close().await;
+    }
+
+    #[cfg(feature = "amqp")]
+    #[tokio::test]
+    async fn an_unreachable_rabbitmq_is_an_error_of_its_role() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("amqp://guest:hunter2@127.0.0.1:{port}/");
+        let e = connect(&config(&url, "memory", "memory"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = connect(&config("memory", &url, "memory"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, Error::Backend(_)), "{e:?}");
+        let bad = Config {
+            multiple_broker_separator: ",".into(),
+            ..config(
+                "amqp://rabbit/,amqp://u:hunter2@rabbit:port/",
+                "memory",
+                "memory",
+            )
+        };
+        let e = connect(&bad)
+            .await
+            .expect_err("a port that is not a number");
+        assert!(matches!(e, Error::Broker(_)), "{e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]
@@ -948,7 +1349,7 @@ mod tests {
         );
         assert_eq!(shown("memory://jobs"), "memory://jobs");
         assert_eq!(shown("eager"), "eager");
-        let e = plan_err(Role::Broker, "amqp://guest:hunter2@rabbit:5672/");
+        let e = plan_err(Role::Lock, "amqp://guest:hunter2@rabbit:5672/");
         assert!(e.to_string().starts_with("amqp://rabbit:5672: "), "{e}");
     }
 

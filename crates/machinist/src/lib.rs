@@ -37,7 +37,7 @@
 //!
 //! [`server()`] (or [`connect()`], for the adapters alone) picks the broker, result backend and
 //! lock from the URLs of a [`Config`]: `sqlite://tasks.db`, `memory`, `redis://…` (feature
-//! `redis`), later `amqp://…` and the others Machinery knows. An empty URL means the embedded
+//! `redis`), `amqp://…` (feature `amqp`), later the others Machinery knows. An empty URL means the embedded
 //! default, `sqlite://machinist.db` in the working directory: one durable file, no server to
 //! run. Moving to Redis is one URL: `BROKER=redis://localhost:6379/0`. The
 //! [`connect`](mod@connect) module lists every scheme and the feature behind it.
@@ -59,10 +59,12 @@
 //! | `sqlite` (default) | module `sqlite` (`machinist-sqlite`): broker, backend and lock in one SQLite file (`sqlite://…`), the embedded default |
 //! | `redis` | module `redis` (`machinist-redis`): broker, backend and lock on Redis (`redis://`, `redis+socket://`, Go's multi-host cluster form), shared with Go Machinery peers |
 //! | `redis-tls` | `redis` plus `rediss://` (TLS through rustls) |
+//! | `amqp` | module `amqp` (`machinist-amqp`): broker and result backend on RabbitMQ (`amqp://`, several URLs split by `multiple_broker_separator`), shared with Go Machinery peers |
+//! | `amqp-tls` | `amqp` plus `amqps://` (TLS through rustls) |
 //! | `otel` | W3C `traceparent` in task headers through OpenTelemetry |
 //!
 //! A URL whose adapter this build leaves out gives a [`ConnectError::FeatureDisabled`] naming
-//! the feature to enable. Adapters for AMQP, SQS, Pub/Sub, Memcache, MongoDB and DynamoDB will
+//! the feature to enable. Adapters for SQS, Pub/Sub, Memcache, MongoDB and DynamoDB will
 //! come as features of this crate, one per service, so a build compiles only what it uses;
 //! until then their URLs give a [`ConnectError::NotAvailable`] naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -81,3 +83,8 @@ pub use machinist_sqlite as sqlite;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use machinist_redis as redis;
+
+/// The AMQP (RabbitMQ) adapters: broker and result backend, Go Machinery's declarations.
+#[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
+pub use machinist_amqp as amqp;

@@ -24,39 +24,10 @@ pub fn init_logs() {
     }
 }
 
-/// The RabbitMQ the tests use.
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/".to_owned())
-}
-
-/// `host:port` of an AMQP URL.
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5672")
-    }
-}
-
 /// The URL of a reachable RabbitMQ, or `None` after printing why the test is skipped.
 pub fn rabbit() -> Option<String> {
     init_logs();
-    let url = amqp_url();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&host_port(&url))
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|addr| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-        });
-    if reachable {
-        Some(url)
-    } else {
-        println!("skipped: RabbitMQ not reachable");
-        None
-    }
+    machinist_testkit::rabbitmq::reachable()
 }
 
 /// Options for a test: its own exchange, binding key = default queue (so the publisher's
@@ -127,7 +98,7 @@ impl Factory for AmqpFactory {
 pub async fn raw(url: &str) -> Connection {
     let mut uri: lapin::uri::AMQPUri = url.parse().expect("raw URL parses");
     // lapin reads no host from an IP address and "" from a "/" path; Go reads both.
-    let hp = host_port(url);
+    let hp = machinist_testkit::rabbitmq::host_port(url);
     let host = hp.rsplit_once(':').map_or(hp.as_str(), |(h, _)| h);
     host.trim_matches(['[', ']'])
         .clone_into(&mut uri.authority.host);

@@ -19,8 +19,8 @@ use machinist_core::{Backend, Server, Signature, State, Stopped, TaskState, task
 use crate::common::{cleanup, config, options, poll_until, rabbit, raw, server, unique, within};
 
 /// A RabbitMQ node of our own on free loopback ports, in a temporary directory; stopped and
-/// removed on drop.
-struct PrivateNode {
+/// removed on drop. (Also the TLS tests' node, with a `rabbitmq.conf`.)
+pub(crate) struct PrivateNode {
     dir: PathBuf,
     node: String,
     port: u16,
@@ -29,7 +29,7 @@ struct PrivateNode {
     ctl_bin: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -41,10 +41,21 @@ impl PrivateNode {
     /// scripts are run directly (not Debian's wrapper, which switches user), with `HOME` in
     /// the node's directory so that the node and `rabbitmqctl` share one Erlang cookie.
     fn start() -> Option<Self> {
+        Self::start_with_conf(|_| String::new())
+    }
+
+    /// [`PrivateNode::start`] with a `rabbitmq.conf`: `conf` gets the node's directory and
+    /// returns the file's text.
+    pub(crate) fn start_with_conf(conf: impl FnOnce(&std::path::Path) -> String) -> Option<Self> {
         let server_bin = std::env::var_os("RABBITMQ_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server"));
         if !server_bin.exists() {
+            assert!(
+                std::env::var_os("MACHINIST_REQUIRE_SERVERS").is_none(),
+                "{} not found and MACHINIST_REQUIRE_SERVERS is set",
+                server_bin.display()
+            );
             println!(
                 "skipped: rabbitmq-server not found ({})",
                 server_bin.display()
@@ -61,6 +72,7 @@ impl PrivateNode {
         std::fs::create_dir_all(&dir).expect("node directory");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
         std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
+        std::fs::write(dir.join("rabbitmq.conf"), conf(&dir)).expect("config file");
         let node = PrivateNode {
             node: format!("machinist{pid}x{n}@localhost"),
             port: free_port(),

@@ -9,13 +9,26 @@
 //! `enqueue` scenario's floor is the producer half: `SET … EX` of the PENDING state and `RPUSH`
 //! per task, pipelined by 100.
 //!
-//! AMQP's floor (publish with confirm, consume, ack) comes with the AMQP adapter: this build's
-//! URL facade does not connect `amqp://` yet, so there is no machinist figure to compare it
-//! with.
+//! AMQP: a minimal `lapin` client loop, with the same persistent JSON message machinist
+//! publishes, to a durable queue of its own through the default exchange: per task one publish
+//! on a confirm channel of a publisher connection (the confirms awaited [`BATCH`] at a time),
+//! one delivery to a consumer on a connection of its own (prefetch [`BATCH`]) and one
+//! `basic.ack` (sent without waiting for the previous one; awaited [`BATCH`] at a time),
+//! publisher and consumer running at once — two connections, as machinist's adapter has; and
+//! once more one task at a time (the publish and its confirm, and the delivery and its ack,
+//! awaited together before the next task). The `enqueue` floor is publishing with confirms alone. There is no result write: the
+//! AMQP floor is the broker's work only (the "publish with confirm, consume, ack").
 
 use std::time::Instant;
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
 use redis::Commands as _;
 
 use super::sys::Percentiles;
@@ -23,18 +36,30 @@ use super::sys::Percentiles;
 /// Tasks per pipeline in the pipelined loop.
 pub const BATCH: usize = 100;
 
-/// The Redis floor, measured once per run.
+/// The server whose floor was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorServer {
+    /// Redis: [`redis_floor`].
+    Redis,
+    /// AMQP (RabbitMQ): [`amqp_floor`].
+    Amqp,
+}
+
+/// The raw floor, measured once per run.
 #[derive(Debug, Clone, Copy)]
-pub struct RedisFloor {
+pub struct Floor {
+    /// Whose floor.
+    pub server: FloorServer,
     /// Tasks per second, pipelined in batches of [`BATCH`].
     pub pipelined: f64,
-    /// Tasks per second of the producer side alone: `SET … EX` of the PENDING state and
+    /// Tasks per second of the producer side alone. Redis: `SET … EX` of the PENDING state and
     /// `RPUSH` of the message per task, pipelined in batches of [`BATCH`] (what `send_task`
-    /// does).
+    /// does). AMQP: publishes with their confirms awaited [`BATCH`] at a time.
     pub enqueue: f64,
     /// Tasks per second, one command at a time.
     pub serial: f64,
-    /// Per-task time of the one-at-a-time loop (push, pop, result write).
+    /// Per-task time of the one-at-a-time loop (Redis: push, pop, result write; AMQP:
+    /// publish and confirm, delivery, ack).
     pub serial_latency: Option<Percentiles>,
 }
 
@@ -55,7 +80,7 @@ pub fn redis_floor(
     body: &[u8],
     result: &[u8],
     key_prefix: &str,
-) -> anyhow::Result<RedisFloor> {
+) -> anyhow::Result<Floor> {
     let client = redis::Client::open(url).context("the floor's redis client")?;
     let mut con = client
         .get_connection()
@@ -105,7 +130,8 @@ pub fn redis_floor(
         con.del::<_, ()>(chunk)?;
     }
     con.del::<_, ()>(&queue)?;
-    Ok(RedisFloor {
+    Ok(Floor {
+        server: FloorServer::Redis,
         pipelined,
         enqueue,
         serial,
@@ -148,4 +174,261 @@ fn pipelined_loop(
         done += n;
     }
     Ok(())
+}
+
+/// Whether `url` is a URL the AMQP floor's plain `lapin` client takes: one `amqp://` URL (no
+/// TLS, no list of brokers). Other forms get no floor.
+pub fn amqp_floor_supported(url: &str, separator: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("amqp://") && (separator.is_empty() || !lower.contains(separator))
+}
+
+/// Measures the AMQP floor on `url` (see the module documentation) with `tasks` tasks
+/// pipelined and `serial_tasks` one at a time, publishing `body`, through a durable queue named
+/// `queue` that is deleted after.
+pub async fn amqp_floor(
+    url: &str,
+    tasks: usize,
+    serial_tasks: usize,
+    body: &[u8],
+    queue: &str,
+) -> anyhow::Result<Floor> {
+    let uri = amqp_uri(url)?;
+    let connect = |role: &str| {
+        Connection::connect_uri(
+            uri.clone(),
+            ConnectionProperties::default()
+                .with_connection_name(format!("machinist bench floor {role}").into()),
+        )
+    };
+    let producer = connect("publisher")
+        .await
+        .context("connecting the floor's lapin client")?;
+    let consumer = connect("consumer")
+        .await
+        .context("connecting the floor's lapin client")?;
+    let measured = amqp_loops(&producer, &consumer, tasks, serial_tasks, body, queue).await;
+    // Clean up, untimed, whatever happened.
+    if let Ok(ch) = producer.create_channel().await {
+        let _ = ch
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = producer.close(200, "bye".into()).await;
+    let _ = consumer.close(200, "bye".into()).await;
+    measured
+}
+
+async fn amqp_loops(
+    producer: &Connection,
+    consumer: &Connection,
+    tasks: usize,
+    serial_tasks: usize,
+    body: &[u8],
+    queue: &str,
+) -> anyhow::Result<Floor> {
+    let publisher = producer.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consumer_ch = consumer.create_channel().await?;
+    consumer_ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring the floor's queue")?;
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+
+    // The producer side alone (no consumer yet), then emptied, untimed.
+    let started = Instant::now();
+    publish_confirmed(&publisher, queue, tasks, body, &properties).await?;
+    let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
+    consumer_ch
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await?;
+
+    let prefetch = u16::try_from(BATCH).unwrap_or(u16::MAX);
+    consumer_ch
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_ch
+        .basic_consume(
+            queue.into(),
+            "machinist-bench-floor".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("consuming the floor's queue")?;
+
+    // Warm the connection and the queue a little, untimed.
+    amqp_pipelined(
+        &publisher,
+        &mut consumer,
+        queue,
+        2 * BATCH,
+        body,
+        &properties,
+    )
+    .await?;
+
+    let started = Instant::now();
+    amqp_pipelined(&publisher, &mut consumer, queue, tasks, body, &properties).await?;
+    let pipelined = tasks as f64 / started.elapsed().as_secs_f64();
+
+    let mut samples = Vec::with_capacity(serial_tasks);
+    let started = Instant::now();
+    for _ in 0..serial_tasks {
+        let t = Instant::now();
+        // At once, as a worker and a producer are: RabbitMQ confirms a persistent message when
+        // it is on disk or when a consumer acknowledged it, whichever comes first.
+        tokio::try_join!(
+            publish_confirmed(&publisher, queue, 1, body, &properties),
+            receive_and_ack(&mut consumer),
+        )?;
+        samples.push(t.elapsed());
+    }
+    let serial = serial_tasks as f64 / started.elapsed().as_secs_f64();
+    Ok(Floor {
+        server: FloorServer::Amqp,
+        pipelined,
+        enqueue,
+        serial,
+        serial_latency: Percentiles::of(&mut samples),
+    })
+}
+
+/// Publishes `tasks` copies of `body` to `queue`, awaiting the confirms [`BATCH`] at a time.
+async fn publish_confirmed(
+    publisher: &Channel,
+    queue: &str,
+    tasks: usize,
+    body: &[u8],
+    properties: &BasicProperties,
+) -> anyhow::Result<()> {
+    let mut done = 0;
+    while done < tasks {
+        let n = BATCH.min(tasks - done);
+        let mut confirms = Vec::with_capacity(n);
+        for _ in 0..n {
+            confirms.push(
+                publisher
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in confirms {
+            match confirm.await? {
+                Confirmation::Nack(_) => anyhow::bail!("RabbitMQ refused a floor message"),
+                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+            }
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// The next delivery, acknowledged.
+async fn receive_and_ack(consumer: &mut Consumer) -> anyhow::Result<()> {
+    let delivery = consumer
+        .next()
+        .await
+        .context("the floor's consumer ended")??;
+    delivery.acker.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// `tasks` tasks through publish (confirmed [`BATCH`] at a time), delivery and ack, the
+/// publisher and the consumer at once.
+async fn amqp_pipelined(
+    publisher: &Channel,
+    consumer: &mut Consumer,
+    queue: &str,
+    tasks: usize,
+    body: &[u8],
+    properties: &BasicProperties,
+) -> anyhow::Result<()> {
+    let produce = publish_confirmed(publisher, queue, tasks, body, properties);
+    let consume = async {
+        let mut acks = Vec::with_capacity(BATCH);
+        for _ in 0..tasks {
+            let delivery = consumer
+                .next()
+                .await
+                .context("the floor's consumer ended")??;
+            let acker = delivery.acker;
+            acks.push(tokio::spawn(async move {
+                acker.ack(BasicAckOptions::default()).await
+            }));
+            if acks.len() == BATCH {
+                for ack in acks.drain(..) {
+                    ack.await??;
+                }
+            }
+        }
+        for ack in acks {
+            ack.await??;
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(produce, consume)?;
+    Ok(())
+}
+
+/// `url` as lapin's URI, read as Go (and `machinist-amqp`) read it: the host from the URL's
+/// authority (lapin reads none from an IP address), and `/` for an empty vhost.
+fn amqp_uri(url: &str) -> anyhow::Result<lapin::uri::AMQPUri> {
+    let url = url.trim();
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the floor cannot read the AMQP URL: {e}"))?;
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    if !host.is_empty() {
+        host.clone_into(&mut uri.authority.host);
+    }
+    if uri.vhost.is_empty() {
+        "/".clone_into(&mut uri.vhost);
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_urls_the_floor_takes() {
+        assert!(amqp_floor_supported(
+            "amqp://guest:guest@127.0.0.1:5672/",
+            ""
+        ));
+        assert!(amqp_floor_supported("AMQP://h/", ","));
+        assert!(!amqp_floor_supported("amqps://h/", ""));
+        assert!(!amqp_floor_supported("amqp://a/,amqp://b/", ","));
+        let uri = amqp_uri("amqp://u:p@127.0.0.1:5673/").expect("parses");
+        assert_eq!(uri.authority.host, "127.0.0.1");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(amqp_uri("amqp://h/jobs").expect("parses").vhost, "jobs");
+    }
 }

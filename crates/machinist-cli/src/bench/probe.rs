@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use machinist::{Backend, Error, GroupMeta, Result, State, TaskState};
+use machinist::{Backend, Error, GroupMeta, Result, State, StateContext, TaskState};
 use tokio::sync::Notify;
 
 /// Sees the states stored through it (then stores them in the backend it wraps).
@@ -208,6 +208,18 @@ impl Backend for ProbeBackend {
     async fn set_state(&self, state: &TaskState) -> Result<()> {
         self.0.inner.set_state(state).await?;
         self.0.record(state);
+        Ok(())
+    }
+    async fn set_task_state(&self, ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        self.0.inner.set_task_state(ctx, state).await?;
+        self.0.record(state);
+        Ok(())
+    }
+    async fn set_task_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        self.0.inner.set_task_states(ctx, states).await?;
+        for state in states {
+            self.0.record(state);
+        }
         Ok(())
     }
     async fn get_state(&self, task_uuid: &str) -> Result<Option<TaskState>> {

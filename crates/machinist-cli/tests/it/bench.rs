@@ -239,3 +239,58 @@ fn the_table_names_every_column_and_bad_combinations_are_usage_errors() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn amqp_end_to_end_beside_the_raw_floor() {
+    let Some(url) = machinist_testkit::rabbitmq::reachable() else {
+        return;
+    };
+    let results = temp_path("bench-amqp", "db");
+    let backend = format!("sqlite://{}", results.display());
+    let mut cmd = command(&[
+        "bench",
+        "--broker",
+        &url,
+        "--result-backend",
+        &backend,
+        "--tasks",
+        "2000",
+        "--scenario",
+        "end-to-end",
+        "--scenario",
+        "latency",
+        "--json",
+    ]);
+    // The run's queues delete themselves a minute after the run (no leftovers on the server).
+    cmd.env("AMQP_QUEUE_DECLARE_ARGS", "x-expires:60000");
+    let out = run(cmd, b"");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = results.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    assert!(
+        out.status.success(),
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    check_line(&lines[0], "end-to-end", "amqp", 2000);
+    check_line(&lines[1], "latency", "amqp", 1000);
+    for line in &lines {
+        assert!(
+            line["floor_tasks_per_sec"]
+                .as_f64()
+                .is_some_and(|f| f > 0.0),
+            "the AMQP floor is measured: {line}"
+        );
+        assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+    }
+    assert!(lines[1]["floor_p50_ms"].is_number(), "{}", lines[1]);
+}

@@ -134,12 +134,12 @@ fn secrets_are_redacted_and_unavailable_adapters_named() {
         "secret",
         "yml",
         "broker: redis://:hunter2@cache.internal:6379/0\n\
-         result_backend: amqp://guest:s3cret@rabbit:5672/\n",
+         result_backend: mongodb://root:s3cret@mongo:27017/\n",
     );
     let out = check(Some(&file), &[], &[]);
-    assert_eq!(out.status.code(), Some(1), "amqp is not in this build");
+    assert_eq!(out.status.code(), Some(1), "mongodb is not in this version");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    for secret in ["hunter2", "s3cret", "guest"] {
+    for secret in ["hunter2", "s3cret", "root"] {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
     let stdout = text(&out.stdout);
@@ -149,7 +149,7 @@ fn secrets_are_redacted_and_unavailable_adapters_named() {
         "the CLI has Redis: {stdout}"
     );
     let err = text(&out.stderr);
-    assert!(err.contains("`amqp`"), "{err}");
+    assert!(err.contains("`mongodb`"), "{err}");
     assert!(err.contains("not available in this version"), "{err}");
 
     // The same with a worker: it refuses to start, exit 1, the URL redacted.
@@ -158,8 +158,33 @@ fn secrets_are_redacted_and_unavailable_adapters_named() {
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("amqp://rabbit:5672"), "{err}");
+    assert!(err.contains("mongodb://mongo:27017"), "{err}");
     assert!(!err.contains("s3cret") && !err.contains("hunter2"), "{err}");
+
+    // The CLI has AMQP; amqps:// needs a build with TLS, and the error names the feature.
+    let out = check(
+        None,
+        &[],
+        &[
+            "--broker",
+            "amqp://guest:hunter2@rabbit:5672/",
+            "--result-backend",
+            "amqps://guest:hunter2@rabbit:5671/",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("# broker: AMQP"),
+        "the CLI has AMQP: {stdout}"
+    );
+    if cfg!(feature = "amqp-tls") {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains("`amqp-tls`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 
     // rediss:// needs a build with TLS; the error names the feature.
     let out = check(

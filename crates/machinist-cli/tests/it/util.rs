@@ -76,11 +76,16 @@ pub fn temp_path(tag: &str, ext: &str) -> PathBuf {
 }
 
 /// Where one test's tasks live: broker, backend and lock on one URL. A private SQLite file
-/// (removed on drop, with its WAL files) or a Redis the test started.
+/// (removed on drop, with its WAL files) or a Redis the test started; or each role on its own
+/// URL, with a config file ([`Db::with_roles`]).
 pub struct Db {
     path: Option<PathBuf>,
     url: String,
     via_flags: bool,
+    /// Result backend and lock when they are not `url`.
+    roles: Option<(String, String)>,
+    /// `--config FILE`.
+    config: Option<PathBuf>,
 }
 
 impl Db {
@@ -91,6 +96,8 @@ impl Db {
             url: format!("sqlite://{}", path.display()),
             path: Some(path),
             via_flags: false,
+            roles: None,
+            config: None,
         }
     }
 
@@ -100,6 +107,26 @@ impl Db {
             path: None,
             url,
             via_flags: true,
+            roles: None,
+            config: None,
+        }
+    }
+
+    /// Broker, result backend and lock on their own URLs (flags), plus `--config FILE`; the
+    /// SQLite file `sqlite_file` (if any) is removed on drop.
+    pub fn with_roles(
+        broker: String,
+        backend: String,
+        lock: String,
+        config: PathBuf,
+        sqlite_file: Option<PathBuf>,
+    ) -> Self {
+        Db {
+            path: sqlite_file,
+            url: broker,
+            via_flags: true,
+            roles: Some((backend, lock)),
+            config: Some(config),
         }
     }
 
@@ -112,8 +139,22 @@ impl Db {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = command(args);
         let url = self.url();
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         if self.via_flags {
-            cmd.args(["--broker", &url, "--result-backend", &url, "--lock", &url]);
+            let (backend, lock) = self
+                .roles
+                .clone()
+                .unwrap_or_else(|| (url.clone(), url.clone()));
+            cmd.args([
+                "--broker",
+                &url,
+                "--result-backend",
+                &backend,
+                "--lock",
+                &lock,
+            ]);
         } else {
             cmd.env("BROKER", &url)
                 .env("RESULT_BACKEND", &url)

@@ -88,14 +88,16 @@ impl Inner {
 
 #[derive(Default)]
 struct Store {
-    tasks: HashMap<Arc<str>, TaskEntry>,
-    groups: HashMap<Arc<str>, GroupEntry>,
+    // Keys are task and group UUIDs written by producers of this process: a fast hash, no
+    // flood resistance needed.
+    tasks: HashMap<Arc<str>, TaskEntry, super::FastHash>,
+    groups: HashMap<Arc<str>, GroupEntry, super::FastHash>,
     /// Expiry records in write order (hence in expiry order).
     expiry: VecDeque<ExpiryRecord>,
     /// Bumped by every write; identifies a write.
     version: u64,
     /// Keys someone waits on in `wait_for_change`.
-    waiters: HashMap<Arc<str>, Waiters>,
+    waiters: HashMap<Arc<str>, Waiters, super::FastHash>,
 }
 
 struct TaskEntry {
@@ -132,7 +134,7 @@ struct Waiters {
 }
 
 /// A key already stored in `map`, shared, or a new one.
-fn shared_key<V>(map: &HashMap<Arc<str>, V>, key: &str) -> Arc<str> {
+fn shared_key<V>(map: &HashMap<Arc<str>, V, super::FastHash>, key: &str) -> Arc<str> {
     map.get_key_value(key)
         .map_or_else(|| Arc::from(key), |(k, _)| Arc::clone(k))
 }

@@ -94,7 +94,7 @@ struct Inner {
 #[derive(Default)]
 struct State {
     /// Queue name → index into `queues`. Queues are never removed, so indices are stable.
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, super::FastHash>,
     queues: Vec<Queue>,
     /// Messages waiting for their ETA, by (due time, publish sequence).
     delayed: BTreeMap<(Instant, u64), Delayed>,
@@ -475,6 +475,26 @@ impl Consumer for MemoryConsumer {
         }
         if let Some((pos, message)) = self.try_pop(false) {
             return Ok(Some(self.deliver(pos, message, permit)));
+        }
+        if let [only] = self.queues.as_slice() {
+            // One queue (the usual case): the same steps without a list of boxed waits.
+            let notify = Arc::clone(&only.notify);
+            loop {
+                let wait = notify.notified();
+                tokio::pin!(wait);
+                wait.as_mut().enable();
+                if self.inner.is_closed() {
+                    return Ok(None);
+                }
+                if let Some((pos, message)) = self.try_pop(true) {
+                    return Ok(Some(self.deliver(pos, message, permit)));
+                }
+                tokio::select! {
+                    biased;
+                    () = self.inner.shutdown.cancelled() => return Ok(None),
+                    () = &mut wait => {}
+                }
+            }
         }
         loop {
             // Register interest in every queue *before* looking, then look, then wait.

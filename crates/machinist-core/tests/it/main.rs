@@ -1,5 +1,6 @@
 //! Integration tests.
 
+mod codec_edges;
 mod config;
 mod hooks;
 #[cfg(feature = "otel")]

@@ -84,9 +84,14 @@ async fn backend_outage_loses_nothing() {
     );
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
+    // Counted inside the future, which is what runs: the worker decodes the arguments (and so
+    // calls this closure) before it stores RECEIVED and STARTED together.
     server.register_task("add", move |a: i64, b: i64| {
-        r.fetch_add(1, Ordering::SeqCst);
-        async move { a + b }
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            a + b
+        }
     });
     let mut result = server
         .send_task(Signature::new("add").args((2i64, 3i64)))

@@ -11,6 +11,7 @@ mod interop;
 mod periodic;
 mod restart;
 mod sentinel;
+mod state_writes;
 mod throughput;
 #[cfg(feature = "tls")]
 mod tls;
