@@ -2,7 +2,7 @@
 //! no server to install.
 //!
 //! ```bash
-//! cargo run --release --example quickstart
+//! cargo run --release -p machinist-examples --example quickstart
 //! ```
 //!
 //! It wires a `Server` as any application would, `machinist::server(config)`, with broker,

@@ -150,9 +150,10 @@ impl ChildWorker {
         cmd.arg("worker")
             .args(["--broker", &spec.broker])
             .args(["--result-backend", &spec.backend])
-            // The lock is not used by the bench; the broker's URL keeps the children from
-            // creating the default `machinist.db` in the working directory.
-            .args(["--lock", &spec.broker])
+            // The lock is not used by the bench; an in-process one keeps the children from
+            // creating the default `machinist.db` in the working directory (and works whatever
+            // the broker: AMQP cannot be a lock).
+            .args(["--lock", "memory"])
             .args(["--queue", &spec.queue])
             .args(["--concurrency", &spec.concurrency.to_string()])
             .args(["--tag", &format!("machinist_bench_{index}")])
