@@ -872,6 +872,42 @@ impl From<ConnectError> for Error {
 mod tests {
     use super::*;
 
+    /// Through a worker of `server`: `add(1, 2)` and a chord of two `add`s into `multiply`,
+    /// each result checked within `within`; returns the `add` task's UUID.
+    #[cfg(any(feature = "amqp", feature = "redis"))]
+    async fn add_then_chord(server: &Server, within: std::time::Duration) -> String {
+        use machinist_core::{Chord, Group, Signature, Variadic};
+
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        server.register_task("multiply", |Variadic(xs): Variadic<i64>| async move {
+            xs.iter().product::<i64>()
+        });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(Signature::new("add").args((1i64, 2i64)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(within).await.expect("result");
+        assert_eq!(sum, 3);
+        let chord = Chord::new(
+            Group::new(vec![
+                Signature::new("add").args((1i64, 1i64)),
+                Signature::new("add").args((2i64, 2i64)),
+            ]),
+            Signature::new("multiply"),
+        );
+        let product: i64 = server
+            .send_chord(chord, 0)
+            .await
+            .expect("chord")
+            .results(within)
+            .await
+            .expect("chord result");
+        assert_eq!(product, 8);
+        worker.quit().await.expect("quit");
+        r.uuid().to_owned()
+    }
+
     fn config(broker: &str, backend: &str, lock: &str) -> Config {
         Config {
             broker: broker.into(),
@@ -1165,8 +1201,6 @@ mod tests {
     async fn amqp_round_trip_with_amqp_results() {
         use std::time::Duration;
 
-        use machinist_core::{Chord, Group, Signature};
-
         let Some(url) = rabbit() else {
             return;
         };
@@ -1177,42 +1211,13 @@ mod tests {
             "{}",
             server.broker().describe()
         );
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        server.register_task(
-            "multiply",
-            |machinist_core::Variadic(xs): machinist_core::Variadic<i64>| async move {
-                xs.iter().product::<i64>()
-            },
-        );
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(Signature::new("add").args((1i64, 2i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(20)).await.expect("result");
-        assert_eq!(sum, 3);
-        let chord = Chord::new(
-            Group::new(vec![
-                Signature::new("add").args((1i64, 1i64)),
-                Signature::new("add").args((2i64, 2i64)),
-            ]),
-            Signature::new("multiply"),
-        );
-        let product: i64 = server
-            .send_chord(chord, 0)
-            .await
-            .expect("chord")
-            .results(Duration::from_secs(20))
-            .await
-            .expect("chord result");
-        assert_eq!(product, 8);
-        worker.quit().await.expect("quit");
+        let uuid = add_then_chord(&server, Duration::from_secs(20)).await;
 
         // Another connect (another process, say) reads the stored state from RabbitMQ.
         let again = connect(&cfg).await.expect("reconnect");
         let state = again
             .backend
-            .get_state(r.uuid())
+            .get_state(&uuid)
             .await
             .expect("read")
             .expect("stored");
@@ -1620,7 +1625,6 @@ mod tests {
     async fn redis_round_trip_with_one_shared_connection() {
         use std::time::Duration;
 
-        use machinist_core::{Chord, Group, Signature};
         use machinist_testkit::redis_server::RedisServer;
 
         let Some(redis) = RedisServer::start() else {
@@ -1639,48 +1643,19 @@ mod tests {
             ..config(&url, &url, &url)
         };
         let server = server(cfg.clone()).await.expect("server");
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        server.register_task(
-            "multiply",
-            |machinist_core::Variadic(xs): machinist_core::Variadic<i64>| async move {
-                xs.iter().product::<i64>()
-            },
-        );
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(Signature::new("add").args((1i64, 2i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
-        assert_eq!(sum, 3);
-        let chord = Chord::new(
-            Group::new(vec![
-                Signature::new("add").args((1i64, 1i64)),
-                Signature::new("add").args((2i64, 2i64)),
-            ]),
-            Signature::new("multiply"),
-        );
-        let product: i64 = server
-            .send_chord(chord, 0)
-            .await
-            .expect("chord")
-            .results(Duration::from_secs(10))
-            .await
-            .expect("chord result");
-        assert_eq!(product, 8);
-        worker.quit().await.expect("quit");
+        let uuid = add_then_chord(&server, Duration::from_secs(10)).await;
 
         // Another connect (another process, say) reads the stored state.
         let again = connect(&cfg).await.expect("reconnect");
         let state = again
             .backend
-            .get_state(r.uuid())
+            .get_state(&uuid)
             .await
             .expect("read")
             .expect("stored");
         assert!(state.is_success(), "{state:?}");
         assert_eq!(
-            redis.command(&["EXISTS", r.uuid()]).as_deref(),
+            redis.command(&["EXISTS", &uuid]).as_deref(),
             Some(":0\r\n"),
             "the state is in the URL's database (3), not in 0"
         );
