@@ -126,8 +126,13 @@ pub async fn run(
     let follow_concurrency = args.concurrency.is_none();
     let server = machinist::server(config).await.context("connecting")?;
     if let Some(watcher) = &watcher {
-        server.follow_config(watcher.subscribe());
-        follow_live_settings(watcher.subscribe(), log, follow_concurrency);
+        // The log level changes before the server (and so the worker's concurrency) sees the
+        // new config: a task that a larger concurrency lets start is logged at the new level.
+        server.follow_config(follow_live_settings(
+            watcher.subscribe(),
+            log,
+            follow_concurrency,
+        ));
     }
     machinist_examples::register(&server);
     log_every_task(&server);
@@ -177,13 +182,15 @@ pub async fn run(
 
 /// Applies what the server does not apply itself when the followed file changes: the log
 /// level; and says when the worker's concurrency changes (the worker resizes on its own).
+/// Returns the updates, passed on once the log level is applied, for the server to follow.
 fn follow_live_settings(
     mut updates: watch::Receiver<Arc<Config>>,
     log: Option<LogHandle>,
     follow_concurrency: bool,
-) {
+) -> watch::Receiver<Arc<Config>> {
+    let mut current = updates.borrow_and_update().clone();
+    let (applied, following) = watch::channel(current.clone());
     tokio::spawn(async move {
-        let mut current = updates.borrow_and_update().clone();
         while updates.changed().await.is_ok() {
             let next = updates.borrow_and_update().clone();
             if next.log_level != current.log_level {
@@ -193,9 +200,13 @@ fn follow_live_settings(
             if follow_concurrency && n != current.effective_concurrency() {
                 info!("worker concurrency is now {n}");
             }
+            if applied.send(next.clone()).is_err() {
+                return;
+            }
             current = next;
         }
     });
+    following
 }
 
 /// Replaces the log filter by `level` (any `RUST_LOG`-style filter: `debug`,
