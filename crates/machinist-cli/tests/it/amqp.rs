@@ -4,13 +4,8 @@
 //! (a config file), and every queue it makes deletes itself a minute after its last use.
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use serde_json::{Value, json};
 
 use crate::util::{Db, TempFile, machinist, temp_path, text};
-
-const WITHIN: Duration = Duration::from_secs(30);
 
 /// The RabbitMQ the tests use, or `None` (the test is skipped, saying so).
 fn rabbit() -> Option<String> {
@@ -83,26 +78,9 @@ fn round_trip(tag: &str, results: Results) {
     // Inspection puts the message back: it is still there for the worker.
     assert_eq!(db.ok(&["inspect", "pending"]).lines().count(), 1);
 
-    let mut worker = db.worker(&[]);
-    let state = db.wait_for_state(&uuid, "SUCCESS", WITHIN);
-    assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 3}]));
-    let human = db.ok(&["status", &uuid]);
-    assert!(human.contains("State      SUCCESS"), "{human}");
-
-    let out = db.run(&["send", "multiply", "int64:6", "int64:7", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
-    assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 42}]));
-
-    let out = db.run(&["send", "panic_task", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
-    assert_eq!(state["State"], "FAILURE");
-    assert_eq!(state["Error"], "oops");
-
-    // A delayed task goes through Go's `delay.<ms>.<exchange>.<routing key>` queue.
-    let out = db.run(&["send", "delay_test", "--delay", "500ms", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A worker, results, `--wait` to a success and a failure, and a delayed task (through
+    // Go's `delay.<ms>.<exchange>.<routing key>` queue).
+    let mut worker = db.worker_runs_the_basics(&uuid);
 
     let out = db.run(&[
         "send", "add", "int64:2", "int64:2", "--wait", "--count", "5",

@@ -1,14 +1,9 @@
 //! `send`, `worker`, `status`, `inspect` and `purge` on a Redis the test starts, named by
 //! `--broker redis://127.0.0.1:PORT/0` (and `--result-backend`, `--lock`).
 
-use std::time::Duration;
-
 use machinist_testkit::redis_server::RedisServer;
-use serde_json::{Value, json};
 
 use crate::util::{Db, text};
-
-const WITHIN: Duration = Duration::from_secs(20);
 
 #[test]
 fn send_worker_status_on_redis() {
@@ -31,26 +26,9 @@ fn send_worker_status_on_redis() {
         "one message in Go's queue list"
     );
 
-    let mut worker = db.worker(&[]);
-    let state = db.wait_for_state(&uuid, "SUCCESS", WITHIN);
-    assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 3}]));
-    let human = db.ok(&["status", &uuid]);
-    assert!(human.contains("State      SUCCESS"), "{human}");
-
-    let out = db.run(&["send", "multiply", "int64:6", "int64:7", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
-    assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 42}]));
-
-    let out = db.run(&["send", "panic_task", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
-    assert_eq!(state["State"], "FAILURE");
-    assert_eq!(state["Error"], "oops");
-
-    // A delayed task goes through Go's delayed_tasks sorted set.
-    let out = db.run(&["send", "delay_test", "--delay", "500ms", "--wait", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A worker, results, `--wait` to a success and a failure, and a delayed task (through
+    // Go's delayed_tasks sorted set).
+    let mut worker = db.worker_runs_the_basics(&uuid);
 
     let out = db.run(&[
         "send",

@@ -7,7 +7,10 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// How long the shared round trip waits for a state.
+const WITHIN: Duration = Duration::from_secs(30);
 
 /// Environment variables of the configuration that must not leak from the developer's shell
 /// into a test.
@@ -247,6 +250,33 @@ impl Db {
             child: Some(child),
             log,
         }
+    }
+
+    /// The round trip every broker's CLI test shares, once `uuid` (`add(1, 2)`) is queued:
+    /// starts a worker, waits for SUCCESS and its results, reads `status`, runs `--wait` to
+    /// a success (`multiply(6, 7)`) and to a failure (`panic_task`), then a task delayed by
+    /// 500 ms. Returns the running worker.
+    pub fn worker_runs_the_basics(&self, uuid: &str) -> Worker {
+        let worker = self.worker(&[]);
+        let state = self.wait_for_state(uuid, "SUCCESS", WITHIN);
+        assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 3}]));
+        let human = self.ok(&["status", uuid]);
+        assert!(human.contains("State      SUCCESS"), "{human}");
+
+        let out = self.run(&["send", "multiply", "int64:6", "int64:7", "--wait", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
+        assert_eq!(state["Results"], json!([{"Type": "int64", "Value": 42}]));
+
+        let out = self.run(&["send", "panic_task", "--wait", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let state: Value = serde_json::from_slice(&out.stdout).expect("state JSON");
+        assert_eq!(state["State"], "FAILURE");
+        assert_eq!(state["Error"], "oops");
+
+        let out = self.run(&["send", "delay_test", "--delay", "500ms", "--wait", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        worker
     }
 }
 
