@@ -872,6 +872,26 @@ impl From<ConnectError> for Error {
 mod tests {
     use super::*;
 
+    /// Registers `add` on `server`, runs `add(a, b)` through a worker and checks the sum within
+    /// `within`; returns the task's result handle.
+    #[cfg(any(feature = "amqp", feature = "redis", feature = "sqlite"))]
+    async fn add_round_trip(
+        server: &Server,
+        (a, b): (i64, i64),
+        within: std::time::Duration,
+    ) -> machinist_core::AsyncResult {
+        server.register_task("add", |a: i64, b: i64| async move { a + b });
+        let worker = server.new_worker("w", 2).launch_async();
+        let mut r = server
+            .send_task(machinist_core::Signature::new("add").args((a, b)))
+            .await
+            .expect("send");
+        let sum: i64 = r.results(within).await.expect("result");
+        assert_eq!(sum, a + b);
+        worker.quit().await.expect("quit");
+        r
+    }
+
     /// Through a worker of `server`: `add(1, 2)` and a chord of two `add`s into `multiply`,
     /// each result checked within `within`; returns the `add` task's UUID.
     #[cfg(any(feature = "amqp", feature = "redis"))]
@@ -1250,15 +1270,7 @@ mod tests {
         );
         cfg.multiple_broker_separator = ";".into();
         let server = server(cfg).await.expect("the second URL answers");
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(20)).await.expect("result");
-        assert_eq!(sum, 42);
-        worker.quit().await.expect("quit");
+        add_round_trip(&server, (20, 22), Duration::from_secs(20)).await;
         server.broker().close().await;
     }
 
@@ -1685,15 +1697,7 @@ mod tests {
             "{}",
             server.broker().describe()
         );
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
-        assert_eq!(sum, 42);
-        worker.quit().await.expect("quit");
+        add_round_trip(&server, (20, 22), Duration::from_secs(10)).await;
     }
 
     #[cfg(feature = "redis")]
@@ -1723,15 +1727,7 @@ mod tests {
             "{}",
             server.broker().describe()
         );
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(machinist_core::Signature::new("add").args((20i64, 22i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
-        assert_eq!(sum, 42);
-        worker.quit().await.expect("quit");
+        let r = add_round_trip(&server, (20, 22), Duration::from_secs(10)).await;
         let master = deployment.master().expect("master");
         assert!(
             master
@@ -1765,15 +1761,7 @@ mod tests {
         assert!(e.to_string().contains("tls.ca_file"), "{e}");
         cfg.tls.ca_file = Some(certs.ca_cert.clone());
         let server = server(cfg).await.expect("rediss");
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(machinist_core::Signature::new("add").args((1i64, 2i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
-        assert_eq!(sum, 3);
-        worker.quit().await.expect("quit");
+        add_round_trip(&server, (1, 2), Duration::from_secs(10)).await;
     }
 
     #[cfg(feature = "redis")]
@@ -1881,15 +1869,7 @@ mod tests {
             ..config(&db.url(), &db.url(), &db.url())
         };
         let server = server(cfg.clone()).await.expect("server");
-        server.register_task("add", |a: i64, b: i64| async move { a + b });
-        let worker = server.new_worker("w", 2).launch_async();
-        let mut r = server
-            .send_task(machinist_core::Signature::new("add").args((1i64, 2i64)))
-            .await
-            .expect("send");
-        let sum: i64 = r.results(Duration::from_secs(10)).await.expect("result");
-        assert_eq!(sum, 3);
-        worker.quit().await.expect("quit");
+        let r = add_round_trip(&server, (1, 2), Duration::from_secs(10)).await;
         let uuid = r.uuid().to_owned();
         server.broker().close().await;
         server.backend().close().await;
