@@ -13,7 +13,8 @@
 # CONCURRENCY (64), PRODUCERS (16), PROCESSES (worker processes of the `-procs` runs, 2),
 # PEER_CONCURRENCY (Celery prefork / huey process workers, 2), SKIP_PEERS=1, AMQP_URL (the
 # RabbitMQ of the AMQP runs, default amqp://guest:guest@127.0.0.1:5672/; skipped when nothing
-# answers; results go to the private Redis; the run's queues expire 10 minutes after use).
+# answers; results go to the private Redis; the run's queues expire 10 minutes after use),
+# ONLY (labels to run, e.g. ONLY="memory redis amqp"; the labels are the result files' names).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/bench/lib/common.sh"
@@ -31,7 +32,7 @@ PEER_CONCURRENCY="${PEER_CONCURRENCY:-2}"
 
 echo "building machinist (release) …" >&2
 (cd "$root" && cargo build --release --quiet -p machinist-cli)
-machinist="$root/target/release/machinist"
+machinist="${CARGO_TARGET_DIR:-$root/target}/release/machinist"
 
 tmp="$(mktemp -d -t bench-all-XXXXXX)"
 cleanup() {
@@ -62,6 +63,9 @@ cat "$out/machine.txt" >&2
 bench() {
     local label="$1" run="$2"
     shift 2
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $label "* ]]; then
+        return 0
+    fi
     local args=(--json --concurrency "$CONCURRENCY" --producers "$PRODUCERS" "$@")
     echo "machinist bench ${args[*]}" >> "$out/commands.txt"
     echo "== $label run $run" >&2
