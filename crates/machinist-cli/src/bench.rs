@@ -584,7 +584,7 @@ impl Bench {
             handles.push(tokio::spawn(async move {
                 let mut took = Vec::with_capacity(if record { n / producers + 1 } else { 0 });
                 for i in (p..n).step_by(producers) {
-                    let uuid = format!("{prefix}{i}");
+                    let uuid = task_uuid(&prefix, i);
                     let sig = add_sig(&uuid, &queue, index_i64(i), 1, &padding);
                     if let Some(probe) = &probe {
                         probe.mark_sent(i);
@@ -829,12 +829,10 @@ impl Bench {
                     let members_of = g * size..(g + 1) * size;
                     let sigs = members_of
                         .clone()
-                        .map(|i| {
-                            add_sig(&format!("{prefix}{i}"), &queue, index_i64(i), 1, &padding)
-                        })
+                        .map(|i| add_sig(&task_uuid(&prefix, i), &queue, index_i64(i), 1, &padding))
                         .collect();
                     let callback = Signature::new("add")
-                        .with_uuid(format!("{prefix}{}", members + g))
+                        .with_uuid(task_uuid(&prefix, members + g))
                         .routing_key(&*queue);
                     if let Some(probe) = &probe {
                         for i in members_of {
@@ -953,7 +951,7 @@ struct ReadBack {
 
 impl Env {
     fn uuid(&self, index: usize) -> String {
-        format!("{}{index}", self.prefix)
+        task_uuid(&self.prefix, index)
     }
 
     /// Reads the states of `indices`; with `wait`, reads the incomplete ones again until they
@@ -1301,6 +1299,16 @@ fn add_sig(uuid: &str, queue: &str, a: i64, b: i64, padding: &str) -> Signature 
     } else {
         sig.header("bench_payload", padding)
     }
+}
+
+/// `<prefix><index>`, the UUID of task `index`, in one allocation (`format!` grows its string
+/// once per piece, and the bench's own cost should stay small beside machinist's).
+fn task_uuid(prefix: &str, index: usize) -> String {
+    use std::fmt::Write as _;
+    let mut uuid = String::with_capacity(prefix.len() + 20);
+    uuid.push_str(prefix);
+    let _ = write!(uuid, "{index}");
+    uuid
 }
 
 /// Σ (i + 1) for i in `from..to`: the sum of the results of `add(i, 1)`.

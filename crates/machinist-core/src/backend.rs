@@ -5,6 +5,10 @@
 //! place that must be exactly-once: each backend implements [`Backend::trigger_chord`] with an
 //! atomic primitive of its store.
 //!
+//! Chords: the worker reports each member's final state with
+//! [`Backend::group_member_completed`]; its default reads every member's state each time (as Go
+//! does), backends with an atomic counter (in-memory, SQLite) read them once per group.
+//!
 //! Go's backends receive the task's whole signature with every state write
 //! (`SetStatePending(signature)` …); machinist's worker and server pass a [`StateContext`] (the
 //! task's name, its group and group size, and `CreatedAt` once known) through
@@ -56,6 +60,18 @@ impl StateContext {
     }
 }
 
+/// What [`Backend::group_member_completed`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupProgress {
+    /// Some member is not complete yet (or the completion was not a SUCCESS).
+    Incomplete,
+    /// Every member is SUCCESS or FAILURE; their states were not read (the worker reads them
+    /// with [`Backend::group_states`] once it won [`Backend::trigger_chord`]).
+    Complete,
+    /// Every member is SUCCESS or FAILURE: their states, in group order, as read to decide.
+    CompleteWith(Vec<TaskState>),
+}
+
 /// Stores states, results and group metadata.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -104,6 +120,36 @@ pub trait Backend: Send + Sync + 'static {
     /// The members' states in group order (the order chord callback arguments take). A member
     /// with no stored state is an error naming it.
     async fn group_states(&self, group_uuid: &str, count: usize) -> Result<Vec<TaskState>>;
+
+    /// A member of the group (of `count` members) stored its final state: SUCCESS when
+    /// `succeeded`, else FAILURE. Says whether the whole group is now complete (every member
+    /// SUCCESS or FAILURE, as [`Backend::group_completed`] decides), with the members' states
+    /// when they were read to decide it. The worker calls it once per final state of a chord
+    /// member; on a `succeeded` call that finds the group complete it fires the chord
+    /// ([`Backend::trigger_chord`]) and, if it won, sends the callback with the states
+    /// ([`GroupProgress::CompleteWith`]'s, else read with [`Backend::group_states`]).
+    ///
+    /// The default is what the worker did before this method existed: nothing for a FAILURE;
+    /// for a SUCCESS, [`Backend::group_completed`] ([`GroupProgress::Complete`] when true):
+    /// every member's completion reads every member's state, O(n²) reads per group. A backend
+    /// with an atomic counter overrides it: each call adds one to the group's count of
+    /// completions and the states are read once, when the count reaches `count`. Completions
+    /// are counted, not deduplicated (a redelivered member counts twice), so the states are
+    /// still checked before the group is reported complete, and a completion past the count
+    /// checks again. Every process that completes members of one group must count (or none):
+    /// a process using the default on a store whose backend counts leaves the count short.
+    async fn group_member_completed(
+        &self,
+        group_uuid: &str,
+        count: usize,
+        succeeded: bool,
+    ) -> Result<GroupProgress> {
+        if succeeded && self.group_completed(group_uuid, count).await? {
+            Ok(GroupProgress::Complete)
+        } else {
+            Ok(GroupProgress::Incomplete)
+        }
+    }
 
     /// Marks the group's chord as triggered. Returns `true` to exactly one caller per group,
     /// however many call at once, on however many machines.

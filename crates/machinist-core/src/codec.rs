@@ -67,6 +67,18 @@ pub(crate) fn from_json_bytes<T: de::DeserializeOwned>(bytes: &[u8]) -> crate::R
     })
 }
 
+/// Decodes a message: through the fast path of `decode.rs` when the message has the shape it
+/// reads, else as [`from_json_bytes`] does (the same result either way).
+pub(crate) fn signature_from_slice(bytes: &[u8]) -> crate::Result<Signature> {
+    Ok(match std::str::from_utf8(bytes) {
+        Ok(text) => match crate::decode::signature(text) {
+            Some(sig) => sig,
+            None => serde_json::from_str(text)?,
+        },
+        Err(_) => serde_json::from_slice(bytes)?,
+    })
+}
+
 /// A compact `serde_json` formatter that writes what Go's `encoding/json` writes:
 ///
 /// * strings: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f` (see [`GO_SHORT_B_F_ESCAPES`]), other
@@ -227,7 +239,7 @@ impl<T: Serialize> Serialize for NullIfEmpty<'_, T> {
 }
 
 /// A map key of one of the wire types: a known field, or a key this version does not know.
-enum Key<F> {
+pub(crate) enum Key<F> {
     /// One of the type's Go field names, matched ignoring ASCII case.
     Known(F),
     /// Any other key, with its exact text (empty when the type drops unknown keys).
@@ -241,7 +253,7 @@ enum Key<F> {
 /// Keys usually come in the table's order (Go writes them so), so the entry after the last
 /// match is tried first, exactly, then ignoring case, before the whole table is searched.
 #[derive(Clone, Copy)]
-struct KeySeed<'h, F: 'static> {
+pub(crate) struct KeySeed<'h, F: 'static> {
     fields: &'static [(&'static str, F)],
     keep: bool,
     /// Index of the entry expected next.
@@ -249,11 +261,29 @@ struct KeySeed<'h, F: 'static> {
 }
 
 impl<'h, F: Copy> KeySeed<'h, F> {
-    fn new(fields: &'static [(&'static str, F)], keep: bool, hint: &'h Cell<usize>) -> Self {
+    pub(crate) fn new(
+        fields: &'static [(&'static str, F)],
+        keep: bool,
+        hint: &'h Cell<usize>,
+    ) -> Self {
         KeySeed { fields, keep, hint }
     }
 
-    fn lookup(self, key: &str) -> Option<F> {
+    /// The field the table expects next, with the length of its key as written
+    /// (`quoted[i]` is `"Name":` for `fields[i]`), if `ahead` starts with exactly that; the hint
+    /// moves on as [`KeySeed::lookup`] moves it. For `decode.rs`.
+    pub(crate) fn expected(self, quoted: &[&[u8]], ahead: &[u8]) -> Option<(F, usize)> {
+        let expected = self.hint.get();
+        let (&(_, field), key) = self.fields.get(expected).zip(quoted.get(expected))?;
+        if !starts_with(ahead, key) {
+            return None;
+        }
+        self.hint.set(expected + 1);
+        Some((field, key.len()))
+    }
+
+    /// The field `key` names, if any (also what `decode.rs` matches keys with).
+    pub(crate) fn lookup(self, key: &str) -> Option<F> {
         let expected = self.hint.get();
         if let Some(&(name, field)) = self.fields.get(expected)
             && (name == key || name.eq_ignore_ascii_case(key))
@@ -269,6 +299,42 @@ impl<'h, F: Copy> KeySeed<'h, F> {
         self.hint.set(i + 1);
         Some(field)
     }
+}
+
+/// `ahead.starts_with(key)` for short keys, compared as whole words instead of through a
+/// `memcmp` call (which cost more than the comparison for the 6–30 bytes of a quoted key).
+fn starts_with(ahead: &[u8], key: &[u8]) -> bool {
+    let Some(ahead) = ahead.get(..key.len()) else {
+        return false;
+    };
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_le_bytes)
+    };
+    let n = key.len();
+    if n < 8 {
+        let half = |s: &[u8], at: usize| {
+            s.get(at..at + 4)
+                .and_then(|w| <[u8; 4]>::try_from(w).ok())
+                .map(u32::from_le_bytes)
+        };
+        // Four to seven bytes: the first four and the last four (overlapping).
+        return if n >= 4 {
+            half(ahead, 0) == half(key, 0) && half(ahead, n - 4) == half(key, n - 4)
+        } else {
+            ahead == key
+        };
+    }
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let mut at = 0;
+    while at + 8 <= n {
+        if word(ahead, at) != word(key, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(ahead, n - 8) == word(key, n - 8)
 }
 
 impl<'de, F: Copy> DeserializeSeed<'de> for KeySeed<'_, F> {
@@ -458,13 +524,13 @@ impl Serialize for Arg {
 
 /// `Arg`'s keys.
 #[derive(Clone, Copy)]
-enum ArgKey {
+pub(crate) enum ArgKey {
     Name,
     Type,
     Value,
 }
 
-const ARG_KEYS: &[(&str, ArgKey)] = &[
+pub(crate) const ARG_KEYS: &[(&str, ArgKey)] = &[
     ("Name", ArgKey::Name),
     ("Type", ArgKey::Type),
     ("Value", ArgKey::Value),
@@ -585,7 +651,7 @@ impl Serialize for Signature {
 
 /// `Signature`'s keys.
 #[derive(Clone, Copy)]
-enum SigKey {
+pub(crate) enum SigKey {
     Uuid,
     Name,
     RoutingKey,
@@ -607,7 +673,7 @@ enum SigKey {
     IgnoreWhenTaskNotRegistered,
 }
 
-const SIGNATURE_KEYS: &[(&str, SigKey)] = &[
+pub(crate) const SIGNATURE_KEYS: &[(&str, SigKey)] = &[
     ("UUID", SigKey::Uuid),
     ("Name", SigKey::Name),
     ("RoutingKey", SigKey::RoutingKey),
@@ -869,6 +935,17 @@ static ESCAPE_CLASS: [u8; 256] = {
     table
 };
 
+/// True when one of the eight bytes of `word` is one [`write_str`] looks at (class 1 or 2 of
+/// [`ESCAPE_CLASS`]): exact as a whole, with the classic "has a zero byte" test.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let is = |b: u8| zero_in(word ^ (ONES * u64::from(b)));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    control | is(b'"') | is(b'\\') | is(b'<') | is(b'>') | is(b'&') | is(0xE2) != 0
+}
+
 /// Writes `s` as a JSON string exactly as [`GoFormatter`] does through serde_json.
 fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -876,6 +953,16 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
+    // Eight bytes at a time while none needs a look (most strings: UUIDs, names, queues).
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        if needs_escape(u64::from_le_bytes(word)) {
+            break;
+        }
+        i += 8;
+    }
     let mut control = [b'\\', b'u', b'0', b'0', 0, 0];
     while i < bytes.len() {
         let b = bytes[i];
@@ -922,6 +1009,11 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Writes an unsigned integer in decimal.
 fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    if v < 10 {
+        // Most integers of a message (counts, priorities, retries) are one digit.
+        out.push(b'0' + v as u8);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -1000,6 +1092,12 @@ fn write_signatures(out: &mut Vec<u8>, list: &[Signature]) -> Result<(), serde_j
     Ok(())
 }
 
+/// What [`write_signature`] writes after `Headers` when every later field is zero.
+const ZERO_TAIL: &[u8] =
+    b",\"Priority\":0,\"Immutable\":false,\"RetryCount\":0,\"RetryTimeout\":0,\
+\"OnSuccess\":null,\"OnError\":null,\"ChordCallback\":null,\"BrokerMessageGroupId\":\"\",\
+\"SQSReceiptHandle\":\"\",\"StopTaskDeletionOnError\":false,\"IgnoreWhenTaskNotRegistered\":false";
+
 /// Writes a signature: the bytes of `Signature`'s `Serialize` impl through [`GoFormatter`].
 fn write_signature(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"{\"UUID\":");
@@ -1052,6 +1150,24 @@ fn write_signature(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json:
             }
             out.push(b'}');
         }
+    }
+    if sig.priority == 0
+        && !sig.immutable
+        && sig.retry_count == 0
+        && sig.retry_timeout == 0
+        && sig.on_success.is_empty()
+        && sig.on_error.is_empty()
+        && sig.chord_callback.is_none()
+        && sig.broker_message_group_id.is_empty()
+        && sig.sqs_receipt_handle.is_empty()
+        && !sig.stop_task_deletion_on_error
+        && !sig.ignore_when_task_not_registered
+    {
+        // Every key after `Headers` at its zero value (most messages): one copy.
+        out.extend_from_slice(ZERO_TAIL);
+        write_extra(out, &sig.extra)?;
+        out.push(b'}');
+        return Ok(());
     }
     out.extend_from_slice(b",\"Priority\":");
     write_u64(out, u64::from(sig.priority));
@@ -1324,6 +1440,37 @@ mod tests {
     }
 
     #[test]
+    fn zero_tail_shortcut_matches_the_serde_path_field_by_field() {
+        let base = || Signature::new("t").with_uuid("task_1").args(1i64);
+        let mut each: Vec<Signature> = vec![base()];
+        let mut with = |f: &dyn Fn(&mut Signature)| {
+            let mut sig = base();
+            f(&mut sig);
+            each.push(sig);
+        };
+        with(&|s| s.priority = 1);
+        with(&|s| s.immutable = true);
+        with(&|s| s.retry_count = 1);
+        with(&|s| s.retry_timeout = 1);
+        with(&|s| s.on_success = vec![Signature::new("a")]);
+        with(&|s| s.on_error = vec![Signature::new("e")]);
+        with(&|s| s.chord_callback = Some(Box::new(Signature::new("c"))));
+        with(&|s| s.broker_message_group_id = "g".into());
+        with(&|s| s.sqs_receipt_handle = "h".into());
+        with(&|s| s.stop_task_deletion_on_error = true);
+        with(&|s| s.ignore_when_task_not_registered = true);
+        with(&|s| s.extra = vec![("Index".into(), Value::from(3))]);
+        for sig in each {
+            let direct = signature_to_vec(&sig).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&to_go_json(&sig).unwrap())
+            );
+            assert_eq!(Signature::from_slice(&direct).unwrap(), sig);
+        }
+    }
+
+    #[test]
     fn direct_signature_writer_matches_the_serde_path() {
         for sig in assorted_signatures() {
             let direct = signature_to_vec(&sig).unwrap();
@@ -1407,6 +1554,80 @@ mod tests {
                 String::from_utf8(direct).unwrap(),
                 to_go_json_string(s).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn string_writer_finds_escapes_at_any_offset() {
+        for c in [
+            '\0', '\n', '\u{1f}', '"', '\\', '<', '>', '&', '\u{2028}', '\u{2029}', 'é', '€',
+        ] {
+            for at in 0..24 {
+                for len in [at, at + 1, at + 9, 30] {
+                    let mut s: String = "a".repeat(at);
+                    s.push(c);
+                    while s.chars().count() < len {
+                        s.push('b');
+                    }
+                    let mut direct = Vec::new();
+                    write_str(&mut direct, &s);
+                    assert_eq!(
+                        String::from_utf8(direct).unwrap(),
+                        to_go_json_string(&s).unwrap(),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn starts_with_compares_every_byte() {
+        for key in [
+            "",
+            "a",
+            "abc",
+            "abcd",
+            "\"ETA\":",
+            "\"Name\":",
+            "\"Value\":",
+            "\"GroupUUID\":",
+            "\"IgnoreWhenTaskNotRegistered\":",
+        ] {
+            let key = key.as_bytes();
+            let mut ahead = key.to_vec();
+            ahead.extend_from_slice(b"rest");
+            assert!(starts_with(&ahead, key));
+            assert!(starts_with(key, key));
+            assert_eq!(
+                starts_with(&key[..key.len().saturating_sub(1)], key),
+                key.is_empty()
+            );
+            for i in 0..key.len() {
+                let mut wrong = ahead.clone();
+                wrong[i] ^= 0x20;
+                assert!(!starts_with(&wrong, key), "{i} of {key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn needs_escape_is_exact_in_every_lane() {
+        for filler in [
+            b'a', b' ', b'!', b'#', b'=', b'?', b']', 0x7f, 0x80, 0xe1, 0xe3, 0xff,
+        ] {
+            for lane in 0..8 {
+                for b in 0u8..=255 {
+                    let mut word = [filler; 8];
+                    word[lane] = b;
+                    let wanted = ESCAPE_CLASS[usize::from(b)] != 0;
+                    assert_eq!(
+                        needs_escape(u64::from_le_bytes(word)),
+                        wanted,
+                        "{b:#x} at {lane} among {filler:#x}"
+                    );
+                }
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `signature.rs`, `arg.rs`, `state.rs` | wire types: `Signature`, `Arg`, `TaskResult`, `TaskState`, `GroupMeta` |
 //! | `codec.rs` | where messages and states are encoded and decoded (Go's exact JSON) |
+//! | `decode.rs` | the fast path of message decoding (the common shape, read directly; `codec.rs` decides the rest) |
 //! | `time.rs` | Go's RFC 3339 time form |
 //! | `types.rs` | Rust types ⇄ Go type names (`int64`, `[]string` …) |
 //! | `periodic/` | periodic tasks: cron specs (Go's grammar + seconds), the scheduler, exactly once per tick through the `Lock` |
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod broker;
 mod codec;
 pub mod config;
+mod decode;
 pub mod error;
 pub mod id;
 pub mod lock;
@@ -40,7 +42,7 @@ pub mod worker;
 pub mod workflow;
 
 pub use arg::{Arg, TaskResult};
-pub use backend::{Backend, StateContext};
+pub use backend::{Backend, GroupProgress, StateContext};
 pub use broker::{Acknowledger, Broker, Consumer, Delivery};
 pub use config::Config;
 pub use error::{Error, Result};

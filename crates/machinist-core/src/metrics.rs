@@ -11,8 +11,11 @@
 //! | `machinist_queue_depth` | gauge | `queue` | messages waiting, as last counted by whoever calls [`queue_depth`] (the `machinist worker --metrics-addr` poller) |
 //!
 //! `task` is the registered task name: only tasks this worker knows are counted, so a
-//! producer cannot grow the label set with arbitrary names.
+//! producer cannot grow the label set with arbitrary names. The handles of a task's metrics are
+//! resolved on its first run and kept with its registration (`TaskMetrics`), so a task's run
+//! builds no labels and looks nothing up: install the exporter before the worker takes tasks.
 
+#[cfg(feature = "metrics")]
 use std::time::{Duration, Instant};
 
 /// `machinist_tasks_total`.
@@ -67,40 +70,105 @@ pub fn queue_depth(queue: &str, value: usize) {
     let _ = (queue, value);
 }
 
-/// A task function starts: counts `started`, raises the running gauge; returns the start time
-/// for [`task_ran`].
-pub(crate) fn task_started(task: &str) -> Instant {
-    #[cfg(feature = "metrics")]
-    {
-        metrics::counter!(TASKS_TOTAL, "task" => task.to_owned(), "state" => "started")
-            .increment(1);
-        metrics::gauge!(TASKS_RUNNING).increment(1.0);
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = task;
-    Instant::now()
+/// A final (or retry) state a task reached, as counted in `machinist_tasks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `success`.
+    Success,
+    /// `failure`.
+    Failure,
+    /// `retry`.
+    Retry,
 }
 
-/// The task function started at `started` returned (or was stopped): records its run time and
-/// lowers the running gauge.
-pub(crate) fn task_ran(task: &str, started: Instant) {
-    let took: Duration = started.elapsed();
+/// The metric handles of one registered task, resolved once (on the task's first run) instead
+/// of building label sets and looking the metric up in the recorder for every run: with no
+/// recorder installed that lookup cost about as much as the rest of the worker's bookkeeping.
+///
+/// A recorder installed after a task's first run is not seen by that task's handles: install
+/// the exporter before the worker takes tasks (as `machinist worker --metrics-addr` does).
+/// Without the `metrics` feature this is empty and every method does nothing (no clock read).
+pub(crate) struct TaskMetrics {
     #[cfg(feature = "metrics")]
-    {
-        metrics::histogram!(TASK_DURATION_SECONDS, "task" => task.to_owned())
-            .record(took.as_secs_f64());
-        metrics::gauge!(TASKS_RUNNING).decrement(1.0);
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (task, took);
+    started: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    success: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    failure: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    retry: metrics::Counter,
+    #[cfg(feature = "metrics")]
+    duration: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    running: metrics::Gauge,
 }
 
-/// A task's state `state` (`success`, `failure`, `retry`) was stored.
-pub(crate) fn task_state(task: &str, state: &'static str) {
+/// When a task function started ([`TaskMetrics::started`]); empty without the `metrics`
+/// feature.
+pub(crate) struct RunTimer {
     #[cfg(feature = "metrics")]
-    metrics::counter!(TASKS_TOTAL, "task" => task.to_owned(), "state" => state).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (task, state);
+    at: Instant,
+}
+
+impl TaskMetrics {
+    /// The handles of the task registered as `task`.
+    pub(crate) fn new(task: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let counter = |state: &'static str| metrics::counter!(TASKS_TOTAL, "task" => task.to_owned(), "state" => state);
+            TaskMetrics {
+                started: counter("started"),
+                success: counter("success"),
+                failure: counter("failure"),
+                retry: counter("retry"),
+                duration: metrics::histogram!(TASK_DURATION_SECONDS, "task" => task.to_owned()),
+                running: metrics::gauge!(TASKS_RUNNING),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = task;
+            TaskMetrics {}
+        }
+    }
+
+    /// The task function starts: counts `started`, raises the running gauge; returns the timer
+    /// for [`TaskMetrics::ran`].
+    pub(crate) fn started(&self) -> RunTimer {
+        #[cfg(feature = "metrics")]
+        {
+            self.started.increment(1);
+            self.running.increment(1.0);
+            RunTimer { at: Instant::now() }
+        }
+        #[cfg(not(feature = "metrics"))]
+        RunTimer {}
+    }
+
+    /// The task function started at `timer` returned (or was stopped): records its run time and
+    /// lowers the running gauge.
+    pub(crate) fn ran(&self, timer: RunTimer) {
+        #[cfg(feature = "metrics")]
+        {
+            let took: Duration = timer.at.elapsed();
+            self.duration.record(took.as_secs_f64());
+            self.running.decrement(1.0);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = timer;
+    }
+
+    /// The task's state `outcome` was stored.
+    pub(crate) fn state(&self, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        match outcome {
+            Outcome::Success => self.success.increment(1),
+            Outcome::Failure => self.failure.increment(1),
+            Outcome::Retry => self.retry.increment(1),
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = outcome;
+    }
 }
 
 /// A message of `queue` was dead-lettered.

@@ -133,7 +133,7 @@ impl Server {
             .registry
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.into(), task);
+            .insert(name.into(), task.registered());
     }
 
     /// Registers several tasks: `server.register_tasks([("add", task(add)), ("split", task(split))])`.
@@ -144,7 +144,7 @@ impl Server {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         for (name, task) in tasks {
-            reg.insert(name.into(), task);
+            reg.insert(name.into(), task.registered());
         }
     }
 

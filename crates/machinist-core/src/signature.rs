@@ -189,7 +189,7 @@ impl Signature {
 
     /// Decodes a signature from JSON bytes (lenient, like Go).
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        crate::codec::from_json_bytes(bytes)
+        crate::codec::signature_from_slice(bytes)
     }
 
     /// Encodes the signature as Go does.

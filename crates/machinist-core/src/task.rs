@@ -31,12 +31,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::arg::{Arg, TaskResult};
+use crate::metrics::TaskMetrics;
 use crate::signature::{Headers, Signature};
 use crate::types::{FromArg, IntoResults, TypeError};
 
@@ -429,6 +430,9 @@ impl<H: Handler<M>, M: 'static> ErasedHandler for Erased<H, M> {
 pub struct Task {
     pub(crate) handler: Arc<dyn ErasedHandler>,
     pub(crate) time_limit: Option<Duration>,
+    /// The task's metric handles, resolved on its first run under the name it is registered
+    /// with ([`Task::metrics`]); each registration gets a fresh cell.
+    pub(crate) metrics: Arc<OnceLock<TaskMetrics>>,
 }
 
 impl fmt::Debug for Task {
@@ -448,12 +452,26 @@ impl Task {
                 _marker: std::marker::PhantomData,
             }),
             time_limit: None,
+            metrics: Arc::default(),
         }
     }
 
     /// A time limit for this task, overriding `Config::task_time_limit`.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = Some(limit);
+        self
+    }
+
+    /// The task's metric handles (see [`TaskMetrics`]), labelled `name`, the name it is
+    /// registered under.
+    pub(crate) fn metrics(&self, name: &str) -> &TaskMetrics {
+        self.metrics.get_or_init(|| TaskMetrics::new(name))
+    }
+
+    /// The same task with its own, empty metrics cell: what the registry stores, so that a
+    /// task registered under two names counts under each.
+    pub(crate) fn registered(mut self) -> Self {
+        self.metrics = Arc::default();
         self
     }
 

@@ -210,6 +210,13 @@ fn scalar_of(name: &str) -> Option<Scalar> {
 
 /// The canonical (static) spelling of a supported type name and its shape.
 fn lookup(type_name: &str) -> Result<(&'static str, Shape), TypeError> {
+    // The types of nearly every argument and result, without the table search.
+    match type_name {
+        "int64" => return Ok(("int64", Shape::One(Scalar::Int(64)))),
+        "string" => return Ok(("string", Shape::One(Scalar::Str))),
+        "float64" => return Ok(("float64", Shape::One(Scalar::Float(64)))),
+        _ => {}
+    }
     let unsupported = || TypeError::Unsupported(type_name.to_owned());
     let name = TYPE_NAMES
         .iter()
@@ -1115,6 +1122,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn lookup_shortcuts_agree_with_the_table() {
+        for name in TYPE_NAMES {
+            let (canonical, shape) = lookup(name).unwrap();
+            assert_eq!(canonical, name);
+            let want = match name.strip_prefix("[]") {
+                Some(elem) => Shape::Many(scalar_of(elem).unwrap()),
+                None => Shape::One(scalar_of(name).unwrap()),
+            };
+            assert_eq!(shape, want, "{name}");
+        }
+        assert!(lookup("int65").is_err());
+    }
 
     fn result(type_name: &str, value: Value) -> TaskResult {
         TaskResult {

@@ -17,6 +17,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -27,15 +28,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::arg::{Arg, TaskResult};
-use crate::backend::StateContext;
+use crate::backend::{GroupProgress, StateContext};
 use crate::broker::{Consumer, Delivery};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics;
+use crate::metrics::{self, Outcome, TaskMetrics};
 use crate::retry;
 use crate::server::Server;
 use crate::signature::Signature;
 use crate::state::TaskState;
-use crate::task::{TaskContext, TaskError, TaskOutcome};
+use crate::task::{Task, TaskContext, TaskError, TaskOutcome};
 use crate::trace;
 
 /// Header counting runs of a task (1 on the first run); survives retries.
@@ -62,6 +64,9 @@ struct Hooks {
 pub struct ShutdownHandle {
     stop: CancellationToken,
     abort: CancellationToken,
+    /// Set just before `abort` is cancelled: read (without the token's lock) before a task's
+    /// first poll.
+    aborting: Arc<AtomicBool>,
 }
 
 impl ShutdownHandle {
@@ -72,6 +77,7 @@ impl ShutdownHandle {
     /// Stop at once: running tasks are cancelled and their messages returned to the broker.
     pub fn abort(&self) {
         self.stop.cancel();
+        self.aborting.store(true, Ordering::Release);
         self.abort.cancel();
     }
     /// True once a shutdown was asked for.
@@ -135,6 +141,24 @@ impl std::fmt::Debug for Worker {
             .field("queues", &self.queues)
             .finish()
     }
+}
+
+/// What a delivery is, once decoded ([`Worker::prepare`]).
+enum Prepared {
+    /// A registered task, ready to run.
+    Run {
+        ctx: TaskContext,
+        task: Task,
+        cancel: CancellationToken,
+        span: tracing::Span,
+    },
+    /// No task of that name here (boxed: the rare case stays small).
+    Unregistered {
+        sig: Box<Signature>,
+        span: tracing::Span,
+    },
+    /// Not a message a worker can run, with the reason.
+    DeadLetter(String),
 }
 
 /// What the run of a task came to.
@@ -349,8 +373,8 @@ impl Worker {
                     // Boxed: the task's future is large, and tokio moves a spawned future
                     // several times before it first runs; a box moves as a pointer.
                     tracker.spawn(Box::pin(async move {
-                        me.handle(delivery).await;
-                        drop(permit);
+                        me.handle(&delivery).await;
+                        drop((delivery, permit));
                     }));
                 }
                 Ok(None) => break,
@@ -380,7 +404,7 @@ impl Worker {
         };
         if !drained {
             warn!(worker = %self.tag, running = tracker.len(), "returning running tasks to the broker");
-            self.shutdown.abort.cancel();
+            self.shutdown.abort();
             tracker.wait().await;
         }
         let stopped = if self.interrupted.load(Ordering::Relaxed) {
@@ -393,33 +417,70 @@ impl Worker {
     }
 
     /// Handles one delivery from start to acknowledgement. Never panics, whatever the message.
-    async fn handle(&self, delivery: Delivery) {
-        let max = self.server.config().max_message_size;
-        if delivery.body.len() > max {
-            let reason = Error::MessageTooLarge {
-                size: delivery.body.len(),
-                max,
+    async fn handle(&self, delivery: &Delivery) {
+        // Read once per task: the fields used below apply to the next task when changed.
+        let config = self.server.config();
+        // Everything up to the first await happens in `prepare`, so that no decoded signature
+        // is held in this future (it is moved into its tokio task whole, once per delivery).
+        match self.prepare(delivery, &config) {
+            Prepared::Run {
+                ctx,
+                task,
+                cancel,
+                span,
+            } => {
+                self.process(delivery, ctx, task, cancel, &config)
+                    .instrument(span)
+                    .await;
             }
-            .to_string();
-            self.dead_letter(&delivery, &reason).await;
-            return;
+            Prepared::Unregistered { sig, span } => {
+                Box::pin(self.unregistered(delivery, *sig))
+                    .instrument(span)
+                    .await;
+            }
+            Prepared::DeadLetter(reason) => Box::pin(self.dead_letter(delivery, &reason)).await,
+        }
+    }
+
+    /// Decodes the delivery and finds its task.
+    fn prepare(&self, delivery: &Delivery, config: &Config) -> Prepared {
+        let max = config.max_message_size;
+        if delivery.body.len() > max {
+            return Prepared::DeadLetter(
+                Error::MessageTooLarge {
+                    size: delivery.body.len(),
+                    max,
+                }
+                .to_string(),
+            );
         }
         let sig = match delivery.signature() {
             Ok(sig) if !sig.name.is_empty() => sig,
-            Ok(_) => {
-                self.dead_letter(&delivery, "message has no task name")
-                    .await;
-                return;
-            }
-            Err(e) => {
-                self.dead_letter(&delivery, &format!("undecodable message: {e}"))
-                    .await;
-                return;
-            }
+            Ok(_) => return Prepared::DeadLetter("message has no task name".to_owned()),
+            Err(e) => return Prepared::DeadLetter(format!("undecodable message: {e}")),
         };
         let span = tracing::info_span!("task", name = %sig.name, uuid = %sig.uuid);
         trace::extract(sig.headers.as_ref(), &span);
-        self.process(delivery, sig).instrument(span).await;
+        let Some(task) = self.server.get_task(&sig.name) else {
+            return Prepared::Unregistered {
+                sig: Box::new(sig),
+                span,
+            };
+        };
+        let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
+        // The task's own token (not a child of the worker's abort token, which would lock that
+        // token's tree twice per task): `run_guarded` cancels it on a time limit and when the
+        // worker aborts.
+        let cancel = CancellationToken::new();
+        // The signature moves into the context for the run (no copy per task), so the task's
+        // future holds it behind the context's `Arc`.
+        let ctx = TaskContext::new(sig, attempt, cancel.clone());
+        Prepared::Run {
+            ctx,
+            task,
+            cancel,
+            span,
+        }
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
@@ -451,19 +512,19 @@ impl Worker {
         }
     }
 
-    async fn process(&self, delivery: Delivery, sig: Signature) {
+    /// Runs a registered task from RECEIVED to its final state and settles its delivery.
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        ctx: TaskContext,
+        task: Task,
+        cancel: CancellationToken,
+        config: &Config,
+    ) {
         let backend = self.server.backend().clone();
-        let Some(task) = self.server.get_task(&sig.name) else {
-            self.unregistered(&delivery, sig).await;
-            return;
-        };
-        let mut state_ctx = StateContext::of(&sig);
-        let attempt = header_u32(&sig, ATTEMPT_HEADER).max(1);
-        let cancel = self.shutdown.abort.child_token();
-        // The signature moves into the context for the run and comes back after it (no copy
-        // per task unless the task kept its context).
-        let ctx = TaskContext::new(sig, attempt, cancel.clone());
         let sig = ctx.signature();
+        let task_metrics = task.metrics(&sig.name);
+        let mut state_ctx = StateContext::of(sig);
         // The arguments are decoded first, so that RECEIVED and STARTED, which follow each
         // other, go to the backend together (one round trip on Redis).
         let fut = match task.call(ctx.clone(), &sig.args) {
@@ -472,11 +533,11 @@ impl Worker {
                 // Go's order: RECEIVED, then the arguments fail the task.
                 let received = TaskState::received(&sig.uuid);
                 if let Err(e) = backend.set_task_state(&mut state_ctx, &received).await {
-                    self.give_back(&delivery, &e).await;
+                    Box::pin(self.give_back(delivery, &e)).await;
                     return;
                 }
                 let text = format!("{}: {e}", sig.name);
-                self.finish_failed(&delivery, sig, &mut state_ctx, &text)
+                Box::pin(self.finish_failed(delivery, sig, &mut state_ctx, task_metrics, &text))
                     .await;
                 return;
             }
@@ -486,21 +547,22 @@ impl Worker {
             TaskState::started(&sig.uuid),
         ];
         if let Err(e) = backend.set_task_states(&mut state_ctx, &first).await {
-            self.give_back(&delivery, &e).await;
+            Box::pin(self.give_back(delivery, &e)).await;
             return;
         }
+        drop(first);
         if let Some(h) = &self.hooks.pre_task {
             h(sig);
         }
-        let limit = task.time_limit.or(self.server.config().task_time_limit);
-        let run_started = metrics::task_started(&sig.name);
-        let ran = self.run_guarded(fut, &delivery, limit, &cancel).await;
-        metrics::task_ran(&sig.name, run_started);
+        let limit = task.time_limit.or(config.task_time_limit);
+        let timer = task_metrics.started();
+        let ran = self
+            .run_guarded(fut, delivery, limit, config.time_limit_grace, &cancel)
+            .await;
+        task_metrics.ran(timer);
         if let Some(h) = &self.hooks.post_task {
             h(sig);
         }
-        // The future (and with it the task's handles to the context) is gone.
-        let mut sig = ctx.into_signature();
         let outcome = match ran {
             Ran::Done(o) => o,
             Ran::Aborted => {
@@ -514,35 +576,51 @@ impl Worker {
         };
         match outcome {
             Ok(results) => {
-                self.finish_success(&delivery, &sig, &mut state_ctx, results)
+                self.finish_success(delivery, sig, &mut state_ctx, task_metrics, results)
                     .await;
             }
             Err(TaskError::RetryLater { after, reason }) => {
-                let n = header_u32(&sig, RETRY_LATER_HEADER);
-                if n >= self.server.config().max_retry_later {
+                let n = header_u32(sig, RETRY_LATER_HEADER);
+                if n >= config.max_retry_later {
                     let text =
                         format!("{reason} (gave up after {n} retries requested by the task)");
-                    self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
-                        .await;
+                    Box::pin(self.finish_failed(
+                        delivery,
+                        sig,
+                        &mut state_ctx,
+                        task_metrics,
+                        &text,
+                    ))
+                    .await;
                 } else {
+                    // The task's future (and with it its handles to the context) is gone: the
+                    // signature comes back without a copy unless the task kept its context.
+                    let mut sig = ctx.into_signature();
                     set_header(&mut sig, RETRY_LATER_HEADER, n + 1);
-                    self.retry(&delivery, sig, &mut state_ctx, after).await;
+                    Box::pin(self.retry(delivery, sig, &mut state_ctx, task_metrics, after)).await;
                 }
             }
             Err(TaskError::Fatal(text)) => {
-                self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
+                Box::pin(self.finish_failed(delivery, sig, &mut state_ctx, task_metrics, &text))
                     .await;
             }
             Err(TaskError::Failed(text)) => {
                 if sig.retry_count > 0 {
+                    let mut sig = ctx.into_signature();
                     sig.retry_count -= 1;
                     sig.retry_timeout = retry::fibonacci_next(sig.retry_timeout);
                     let delay = Duration::from_secs(u64::try_from(sig.retry_timeout).unwrap_or(1));
                     info!(uuid = %sig.uuid, error = %text, "task failed, retrying in {delay:?}");
-                    self.retry(&delivery, sig, &mut state_ctx, delay).await;
+                    Box::pin(self.retry(delivery, sig, &mut state_ctx, task_metrics, delay)).await;
                 } else {
-                    self.finish_failed(&delivery, &sig, &mut state_ctx, &text)
-                        .await;
+                    Box::pin(self.finish_failed(
+                        delivery,
+                        sig,
+                        &mut state_ctx,
+                        task_metrics,
+                        &text,
+                    ))
+                    .await;
                 }
             }
         }
@@ -554,17 +632,44 @@ impl Worker {
         fut: crate::task::BoxFuture<TaskOutcome>,
         delivery: &Delivery,
         limit: Option<Duration>,
+        grace: Duration,
         cancel: &CancellationToken,
     ) -> Ran {
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
+        let finished = |res: std::thread::Result<TaskOutcome>| {
+            Ran::Done(match res {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(TaskError::Failed(panic_text(panic.as_ref()))),
+            })
+        };
         let lease = delivery.lease();
-        let renew_every = lease.map_or(Duration::MAX, |l| (l / 2).max(Duration::from_millis(10)));
-        let mut renew = tokio::time::interval_at(
-            tokio::time::Instant::now() + renew_every.min(Duration::from_secs(86_400 * 365)),
-            renew_every.min(Duration::from_secs(86_400 * 365)),
-        );
+        if lease.is_none() && limit.is_none() {
+            // Nothing to renew, no time limit (the usual case): no timers at all, and a first
+            // poll before waiting on the abort token (registering with it takes its lock
+            // twice), which is where most tasks finish.
+            if !self.shutdown.aborting.load(Ordering::Acquire)
+                && let Poll::Ready(res) =
+                    std::future::poll_fn(|cx| Poll::Ready(fut.poll_unpin(cx))).await
+            {
+                return finished(res);
+            }
+            return tokio::select! {
+                biased;
+                _ = self.shutdown.abort.cancelled() => {
+                    // A blocking task's thread keeps running: tell it to stop.
+                    cancel.cancel();
+                    Ran::Aborted
+                }
+                res = &mut fut => finished(res),
+            };
+        }
+        let mut renew = lease.map(|l| {
+            let every = (l / 2)
+                .max(Duration::from_millis(10))
+                .min(Duration::from_secs(86_400 * 365));
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
         let deadline = limit.map(|l| tokio::time::Instant::now() + l);
-        let grace = self.server.config().time_limit_grace;
         let mut limit_hit = false;
         loop {
             let limit_sleep = async {
@@ -574,19 +679,27 @@ impl Worker {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let renew_tick = async {
+                match &mut renew {
+                    Some(renew) => {
+                        renew.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 biased;
-                _ = self.shutdown.abort.cancelled() => return Ran::Aborted,
+                _ = self.shutdown.abort.cancelled() => {
+                    cancel.cancel();
+                    return Ran::Aborted;
+                }
                 res = &mut fut => {
                     if limit_hit {
                         return Ran::Done(Err(TaskError::Failed("time limit exceeded".into())));
                     }
-                    return Ran::Done(match res {
-                        Ok(outcome) => outcome,
-                        Err(panic) => Err(TaskError::Failed(panic_text(panic.as_ref()))),
-                    });
+                    return finished(res);
                 }
-                _ = renew.tick(), if lease.is_some() => {
+                () = renew_tick => {
                     if let Some(l) = lease
                         && let Err(e) = delivery.extend(l).await
                     {
@@ -611,6 +724,7 @@ impl Worker {
         delivery: &Delivery,
         mut sig: Signature,
         state_ctx: &mut StateContext,
+        task_metrics: &TaskMetrics,
         after: Duration,
     ) {
         let backend = self.server.backend();
@@ -622,12 +736,12 @@ impl Worker {
             .set_task_state(state_ctx, &TaskState::retry(&sig.uuid))
             .await
         {
-            self.give_back(delivery, &e).await;
+            Box::pin(self.give_back(delivery, &e)).await;
             return;
         }
-        metrics::task_state(&sig.name, "retry");
+        task_metrics.state(Outcome::Retry);
         if let Err(e) = self.server.send_task(sig).await {
-            self.give_back(delivery, &e).await;
+            Box::pin(self.give_back(delivery, &e)).await;
             return;
         }
         self.ack(delivery).await;
@@ -638,15 +752,16 @@ impl Worker {
         delivery: &Delivery,
         sig: &Signature,
         state_ctx: &mut StateContext,
+        task_metrics: &TaskMetrics,
         results: Vec<TaskResult>,
     ) {
         let backend = self.server.backend();
         let success = TaskState::success(&sig.uuid, results);
         if let Err(e) = backend.set_task_state(state_ctx, &success).await {
-            self.give_back(delivery, &e).await;
+            Box::pin(self.give_back(delivery, &e)).await;
             return;
         }
-        metrics::task_state(&sig.name, "success");
+        task_metrics.state(Outcome::Success);
         debug!(uuid = %sig.uuid, "task succeeded");
         let results = success.results.as_deref().unwrap_or_default();
         let mut follow_up = Ok(());
@@ -655,18 +770,20 @@ impl Worker {
             if !sig.immutable {
                 cb.args.extend(results.iter().map(TaskResult::to_arg));
             }
-            if let Err(e) = self.send_follow_up(cb).await {
+            if let Err(e) = Box::pin(self.send_follow_up(cb)).await {
                 follow_up = Err(e);
             }
         }
-        if follow_up.is_ok() {
-            follow_up = self.maybe_trigger_chord(sig).await;
+        // Boxed, as every path but the usual one: the task's future stays small (it is moved
+        // into its tokio task whole).
+        if follow_up.is_ok() && sig.chord_callback.is_some() {
+            follow_up = Box::pin(self.maybe_trigger_chord(sig)).await;
         }
         match follow_up {
             Ok(()) => self.ack(delivery).await,
             // A callback or the chord could not be sent: keep the message, so the task runs
             // again (at-least-once) rather than the workflow stopping silently.
-            Err(e) => self.give_back(delivery, &e).await,
+            Err(e) => Box::pin(self.give_back(delivery, &e)).await,
         }
     }
 
@@ -699,13 +816,24 @@ impl Worker {
         }
         let backend = self.server.backend();
         let count = usize::try_from(sig.group_task_count).unwrap_or(0);
-        if !backend.group_completed(&sig.group_uuid, count).await? {
-            return Ok(());
-        }
-        if !backend.trigger_chord(&sig.group_uuid).await? {
-            return Ok(());
-        }
-        let states = backend.group_states(&sig.group_uuid, count).await?;
+        let states = match backend
+            .group_member_completed(&sig.group_uuid, count, true)
+            .await?
+        {
+            GroupProgress::Incomplete => return Ok(()),
+            GroupProgress::Complete => {
+                if !backend.trigger_chord(&sig.group_uuid).await? {
+                    return Ok(());
+                }
+                backend.group_states(&sig.group_uuid, count).await?
+            }
+            GroupProgress::CompleteWith(states) => {
+                if !backend.trigger_chord(&sig.group_uuid).await? {
+                    return Ok(());
+                }
+                states
+            }
+        };
         if let Some(failed) = states.iter().find(|s| !s.is_success()) {
             let text = chord_failure_text(&failed.task_uuid, &failed.task_name, &failed.error);
             return backend
@@ -731,6 +859,7 @@ impl Worker {
         delivery: &Delivery,
         sig: &Signature,
         state_ctx: &mut StateContext,
+        task_metrics: &TaskMetrics,
         text: &str,
     ) {
         let backend = self.server.backend();
@@ -741,7 +870,7 @@ impl Worker {
             self.give_back(delivery, &e).await;
             return;
         }
-        metrics::task_state(&sig.name, "failure");
+        task_metrics.state(Outcome::Failure);
         self.report(&Error::TaskFailed(format!(
             "task {} ({}) failed: {text}",
             sig.name, sig.uuid
@@ -762,6 +891,15 @@ impl Worker {
             );
             if let Err(e) = backend
                 .set_task_state(&mut StateContext::of(callback), &failure)
+                .await
+            {
+                self.report(&e);
+            }
+            // Counted like a success (a backend that counts completions reaches the group's
+            // size only with the failures), but never fires the chord itself.
+            let count = usize::try_from(sig.group_task_count).unwrap_or(0);
+            if let Err(e) = backend
+                .group_member_completed(&sig.group_uuid, count, false)
                 .await
             {
                 self.report(&e);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use machinist_core::backend::Backend;
-use machinist_core::{Error, GroupMeta, Result, State, TaskState};
+use machinist_core::{Error, GroupMeta, GroupProgress, Result, State, TaskState};
 use rusqlite::{OptionalExtension, params};
 use tracing::warn;
 
@@ -21,6 +21,9 @@ use crate::store::{StoreInner, Wake, value_bytes};
 ///   at once and deleted by the writer thread in bounded sweeps.
 /// * `trigger_chord` is one conditional `UPDATE … WHERE chord_triggered = 0` in a write
 ///   transaction: `true` for exactly one caller per group, across processes.
+/// * `group_member_completed` adds one to the group's `done` column (`UPDATE … RETURNING`, in
+///   the writer's transaction: atomic across processes) and reads the members' states only
+///   once it reaches the group's size: a chord of n members reads n states once, not n times.
 /// * `group_states` reads the group and its members in one read transaction (a consistent
 ///   snapshot) and returns them in group order; a missing group or member is
 ///   [`Error::StateNotFound`] naming it.
@@ -151,10 +154,10 @@ impl Backend for SqliteBackend {
         self.store
             .write_one(move |conn, now, _| {
                 conn.prepare_cached(
-                    "INSERT INTO groups (uuid, body, chord_triggered, expires_at) \
-                     VALUES (?1, ?2, 0, ?3) \
+                    "INSERT INTO groups (uuid, body, chord_triggered, expires_at, done) \
+                     VALUES (?1, ?2, 0, ?3, 0) \
                      ON CONFLICT (uuid) DO UPDATE SET body = excluded.body, \
-                     chord_triggered = 0, expires_at = excluded.expires_at",
+                     chord_triggered = 0, expires_at = excluded.expires_at, done = 0",
                 )?
                 .execute(params![uuid, body, now.saturating_add(expire)])?;
                 Ok(())
@@ -240,6 +243,42 @@ impl Backend for SqliteBackend {
                 "group {group_uuid}: stored metadata undecodable: {e}"
             ))),
         }
+    }
+
+    async fn group_member_completed(
+        &self,
+        group_uuid: &str,
+        count: usize,
+        _succeeded: bool,
+    ) -> Result<GroupProgress> {
+        let uuid = group_uuid.to_owned();
+        let done: Option<i64> = self
+            .store
+            .write_one(move |conn, now, _| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE groups SET done = done + 1 \
+                         WHERE uuid = ?1 AND expires_at > ?2 RETURNING done",
+                    )?
+                    .query_row(params![uuid, now], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
+            .map_err(backend_err)?;
+        let Some(done) = done else {
+            return Err(Error::StateNotFound(group_uuid.to_owned()));
+        };
+        if usize::try_from(done).unwrap_or(0) < count {
+            return Ok(GroupProgress::Incomplete);
+        }
+        let states = self.group_states(group_uuid, count).await?;
+        Ok(
+            if states.len() >= count && states.iter().all(TaskState::is_completed) {
+                GroupProgress::CompleteWith(states)
+            } else {
+                GroupProgress::Incomplete
+            },
+        )
     }
 
     async fn trigger_chord(&self, group_uuid: &str) -> Result<bool> {

@@ -72,7 +72,7 @@
 //! |---|---|---|
 //! | `messages` | `id`, `queue`, `body` (the encoded signature), `visible_at`, `enqueued_at`, `lease_token`, `redeliveries`, `dead_reason` | the broker |
 //! | `states` | `uuid`, `body` (Go's JSON `TaskState`), `expires_at` | task states |
-//! | `groups` | `uuid`, `body` (Go's JSON `GroupMeta`), `chord_triggered`, `expires_at` | group metas |
+//! | `groups` | `uuid`, `body` (Go's JSON `GroupMeta`), `chord_triggered`, `expires_at`, `done` (members completed, counted by `group_member_completed`) | group metas |
 //! | `locks` | `key`, `expires_at` | the lock |
 //!
 //! A message is *waiting* when `visible_at <= now` (this includes one whose lease lapsed),

@@ -63,6 +63,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX locks_expiry ON locks (expires_at);
     CREATE INDEX messages_dead ON messages (queue, id) WHERE dead_reason IS NOT NULL;
     ",
+    // 3: a per-group count of completed members, so that a chord reads its members' states
+    // once, when the count reaches the group's size (`Backend::group_member_completed`).
+    // Groups already in the file start from the members they have completed, so a chord in
+    // flight across the upgrade still fires.
+    "
+    ALTER TABLE groups ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
+    UPDATE groups SET done = (
+        SELECT count(*) FROM json_each(groups.body, '$.TaskUUIDs') AS member
+        JOIN states ON states.uuid = member.value
+        WHERE json_extract(states.body, '$.State') IN ('SUCCESS', 'FAILURE')
+    ) WHERE json_valid(body);
+    ",
 ];
 
 /// What a file holds before we touch it.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use machinist_core::{Backend, GroupMeta, Result, State, StateContext, TaskState};
+use machinist_core::{Backend, GroupMeta, GroupProgress, Result, State, StateContext, TaskState};
 
 /// Delegates to an inner backend and logs every successful state write (`set_state`,
 /// `set_task_state`, `set_task_states`), passing the [`StateContext`] on.
@@ -109,6 +109,17 @@ impl Backend for RecordingBackend {
 
     async fn group_states(&self, group_uuid: &str, count: usize) -> Result<Vec<TaskState>> {
         self.inner.group_states(group_uuid, count).await
+    }
+
+    async fn group_member_completed(
+        &self,
+        group_uuid: &str,
+        count: usize,
+        succeeded: bool,
+    ) -> Result<GroupProgress> {
+        self.inner
+            .group_member_completed(group_uuid, count, succeeded)
+            .await
     }
 
     async fn trigger_chord(&self, group_uuid: &str) -> Result<bool> {

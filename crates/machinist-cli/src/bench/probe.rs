@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use machinist::{Backend, Error, GroupMeta, Result, State, StateContext, TaskState};
+use machinist::{Backend, Error, GroupMeta, GroupProgress, Result, State, StateContext, TaskState};
 use tokio::sync::Notify;
 
 /// Sees the states stored through it (then stores them in the backend it wraps).
@@ -160,6 +160,16 @@ impl Probe {
     }
 
     fn record(&self, state: &TaskState) {
+        // Only STARTED (when latencies are kept) and final states are looked at: the others
+        // cost no UUID parsing.
+        let wanted = match state.state {
+            State::Started => self.times.is_some(),
+            State::Success | State::Failure => true,
+            _ => false,
+        };
+        if !wanted {
+            return;
+        }
         let Some(slot) = self.slot(&state.task_uuid) else {
             return;
         };
@@ -236,6 +246,17 @@ impl Backend for ProbeBackend {
     }
     async fn group_states(&self, group_uuid: &str, count: usize) -> Result<Vec<TaskState>> {
         self.0.inner.group_states(group_uuid, count).await
+    }
+    async fn group_member_completed(
+        &self,
+        group_uuid: &str,
+        count: usize,
+        succeeded: bool,
+    ) -> Result<GroupProgress> {
+        self.0
+            .inner
+            .group_member_completed(group_uuid, count, succeeded)
+            .await
     }
     async fn trigger_chord(&self, group_uuid: &str) -> Result<bool> {
         self.0.inner.trigger_chord(group_uuid).await

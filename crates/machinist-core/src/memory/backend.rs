@@ -9,8 +9,12 @@
 //! * One `std::sync::Mutex` guards everything; it is never held across an `.await`.
 //! * Every write gets an expiry `results_expire_in` after it. Since that duration is the same
 //!   for every key, expiries come in write order: a FIFO of `(expiry, key, version)` records is
-//!   an exact expiry queue. Each write removes at most 64 expired entries from its front
-//!   (bounded work, never a scan); a record whose key was written again since is stale and is
+//!   an expiry queue. Each write removes at most 64 expired entries from its front (bounded
+//!   work, never a scan). A task's key has one record at a time, queued by its first write:
+//!   a later write (the worker writes each task three times more) only moves the entry's own
+//!   expiry, and when its record comes up the entry is queued again for that expiry instead
+//!   of removed; so such an entry may be removed up to one `results_expire_in` late. A group
+//!   gets a record per write; a record whose group was written again since is stale and is
 //!   skipped. Entries past their expiry are invisible to reads even before they are swept.
 //! * Expiry uses [`tokio::time::Instant`], so tests with a paused clock can `advance` past it.
 //! * [`Backend::wait_for_change`] waits on a [`Notify`] created for the key on demand and
@@ -24,7 +28,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, GroupProgress, StateContext};
 use crate::error::{Error, Result};
 use crate::state::{GroupMeta, State, TaskState};
 
@@ -42,6 +46,8 @@ const SWEEP: usize = 64;
 /// * Task states and group metadata expire `results_expire_in` after their last write.
 /// * `group_states` returns members in `TaskUUIDs` order; a missing group or member is
 ///   [`Error::StateNotFound`] naming it. The `count` argument is not needed and ignored.
+/// * `group_member_completed` counts completions per group under the store's lock and reads
+///   the members' states only once the count reaches the group's size: O(1) per member.
 /// * `trigger_chord` returns `true` exactly once per group; a missing group is
 ///   [`Error::StateNotFound`].
 /// * `wait_for_change(uuid, timeout)` returns as soon as `uuid`'s state is written (or purged),
@@ -107,12 +113,16 @@ struct TaskEntry {
     version: u64,
     /// The last version a reader observed.
     seen: u64,
+    /// The version of this key's one record in the expiry queue (of the write that queued it).
+    queued: u64,
 }
 
 struct GroupEntry {
     meta: GroupMeta,
     expires_at: Instant,
     version: u64,
+    /// Members counted by `group_member_completed`.
+    done: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,6 +141,32 @@ struct ExpiryRecord {
 struct Waiters {
     notify: Arc<Notify>,
     count: usize,
+}
+
+/// Overwrites `stored` with `state`, reusing `stored`'s buffers (the same result as
+/// `*stored = state.clone()`).
+fn assign_state(stored: &mut TaskState, state: &TaskState) {
+    stored.task_uuid.clone_from(&state.task_uuid);
+    stored.task_name.clone_from(&state.task_name);
+    assign_merged(stored, state);
+    stored.created_at = state.created_at;
+}
+
+/// Overwrites `stored` (the state stored before) with `state` merged over it as
+/// [`TaskState::merge_from`] does: `TaskName` and `CreatedAt` are kept unless `state` has its
+/// own. `stored.task_uuid` is already `state.task_uuid` (the map's key).
+fn assign_merged(stored: &mut TaskState, state: &TaskState) {
+    if !state.task_name.is_empty() {
+        stored.task_name.clone_from(&state.task_name);
+    }
+    if state.created_at.is_some() {
+        stored.created_at = state.created_at;
+    }
+    stored.state.clone_from(&state.state);
+    stored.results.clone_from(&state.results);
+    stored.error.clone_from(&state.error);
+    stored.ttl = state.ttl;
+    stored.extra.clone_from(&state.extra);
 }
 
 /// A key already stored in `map`, shared, or a new one.
@@ -152,12 +188,21 @@ impl Store {
             };
             match record.kind {
                 Kind::Task => {
-                    if self
-                        .tasks
-                        .get(&record.key)
-                        .is_some_and(|e| e.version == record.version)
-                    {
-                        self.tasks.remove(&record.key);
+                    let requeue = match self.tasks.get(&record.key) {
+                        Some(e) if e.queued == record.version => {
+                            if e.expires_at > now {
+                                // Written again since it was queued: due later.
+                                Some(e.expires_at)
+                            } else {
+                                self.tasks.remove(&record.key);
+                                None
+                            }
+                        }
+                        // Removed (purged, swept) since: a stale record.
+                        _ => None,
+                    };
+                    if let Some(at) = requeue {
+                        self.expiry.push_back(ExpiryRecord { at, ..record });
                     }
                 }
                 Kind::Group => {
@@ -187,12 +232,16 @@ impl Store {
     }
 
     fn notify_waiters(&self, uuid: &str) {
+        if self.waiters.is_empty() {
+            // Nobody waits (the worker's writes, usually): no hashing.
+            return;
+        }
         if let Some(w) = self.waiters.get(uuid) {
             w.notify.notify_waiters();
         }
     }
 
-    fn put_group(&mut self, key: Arc<str>, meta: GroupMeta, expires_at: Instant) {
+    fn put_group(&mut self, key: Arc<str>, meta: GroupMeta, expires_at: Instant, done: usize) {
         let version = self.next_version();
         self.expiry.push_back(ExpiryRecord {
             at: expires_at,
@@ -206,8 +255,21 @@ impl Store {
                 meta,
                 expires_at,
                 version,
+                done,
             },
         );
+    }
+
+    /// The states of the members of the group `meta` describes, in group order; a missing
+    /// member is an error naming it.
+    fn member_states(&self, meta: &GroupMeta, now: Instant) -> Result<Vec<TaskState>> {
+        meta.task_uuids
+            .iter()
+            .map(|uuid| match self.tasks.get(uuid.as_str()) {
+                Some(e) if e.expires_at > now => Ok(e.state.clone()),
+                _ => Err(Error::StateNotFound(uuid.clone())),
+            })
+            .collect()
     }
 }
 
@@ -256,6 +318,56 @@ impl MemoryBackend {
         self.inner.expire_in
     }
 
+    /// Stores `state` (see [`Backend::set_state`]) under the lock.
+    fn write_state(&self, state: &TaskState) {
+        let now = Instant::now();
+        let expires_at = self.expiry_from(now);
+        let mut store = self.inner.lock();
+        store.sweep(now);
+        let version = store.next_version();
+        // A key written before is updated in place: no new key, no map insert, no new expiry
+        // record (its record, due earlier, is still queued), and the stored strings' buffers
+        // are reused (the worker's RECEIVED, STARTED and SUCCESS of a task allocate nothing
+        // here but SUCCESS's results).
+        match store.tasks.get_mut(state.task_uuid.as_str()) {
+            Some(entry) => {
+                if entry.expires_at > now {
+                    if state.state == State::Pending {
+                        assign_state(&mut entry.state, state);
+                    } else {
+                        assign_merged(&mut entry.state, state);
+                    }
+                } else {
+                    // Expired but not yet swept: nothing to carry over, nobody has seen it.
+                    assign_state(&mut entry.state, state);
+                    entry.seen = 0;
+                }
+                entry.expires_at = expires_at;
+                entry.version = version;
+            }
+            None => {
+                let key: Arc<str> = Arc::from(state.task_uuid.as_str());
+                store.tasks.insert(
+                    Arc::clone(&key),
+                    TaskEntry {
+                        state: state.clone(),
+                        expires_at,
+                        version,
+                        seen: 0,
+                        queued: version,
+                    },
+                );
+                store.expiry.push_back(ExpiryRecord {
+                    at: expires_at,
+                    kind: Kind::Task,
+                    key,
+                    version,
+                });
+            }
+        }
+        store.notify_waiters(&state.task_uuid);
+    }
+
     fn expiry_from(&self, now: Instant) -> Instant {
         now + self.inner.expire_in
     }
@@ -264,36 +376,22 @@ impl MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn set_state(&self, state: &TaskState) -> Result<()> {
-        let now = Instant::now();
-        let expires_at = self.expiry_from(now);
-        let mut store = self.inner.lock();
-        store.sweep(now);
-        let mut new = state.clone();
-        let mut seen = 0;
-        if let Some(previous) = store.live_task(&state.task_uuid, now) {
-            seen = previous.seen;
-            if state.state != State::Pending {
-                new.merge_from(&previous.state);
-            }
+        self.write_state(state);
+        Ok(())
+    }
+
+    // The context is not needed here; overridden so that the worker's writes are one boxed
+    // future each instead of a chain of default methods, each boxing its own.
+    async fn set_task_state(&self, _ctx: &mut StateContext, state: &TaskState) -> Result<()> {
+        self.write_state(state);
+        Ok(())
+    }
+
+    async fn set_task_states(&self, _ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
+        // One write (one lock) per state: a reader may see each of them.
+        for state in states {
+            self.write_state(state);
         }
-        let version = store.next_version();
-        let key = shared_key(&store.tasks, &state.task_uuid);
-        store.expiry.push_back(ExpiryRecord {
-            at: expires_at,
-            kind: Kind::Task,
-            key: Arc::clone(&key),
-            version,
-        });
-        store.tasks.insert(
-            key,
-            TaskEntry {
-                state: new,
-                expires_at,
-                version,
-                seen,
-            },
-        );
-        store.notify_waiters(&state.task_uuid);
         Ok(())
     }
 
@@ -316,6 +414,7 @@ impl Backend for MemoryBackend {
             key,
             GroupMeta::new(group_uuid, task_uuids.to_vec()),
             expires_at,
+            0,
         );
         Ok(())
     }
@@ -329,17 +428,39 @@ impl Backend for MemoryBackend {
     async fn group_states(&self, group_uuid: &str, _count: usize) -> Result<Vec<TaskState>> {
         let now = Instant::now();
         let store = self.inner.lock();
-        let meta = match store.groups.get(group_uuid) {
-            Some(e) if e.expires_at > now => &e.meta,
-            _ => return Err(Error::StateNotFound(group_uuid.to_owned())),
+        match store.groups.get(group_uuid) {
+            Some(e) if e.expires_at > now => store.member_states(&e.meta, now),
+            _ => Err(Error::StateNotFound(group_uuid.to_owned())),
+        }
+    }
+
+    async fn group_member_completed(
+        &self,
+        group_uuid: &str,
+        count: usize,
+        _succeeded: bool,
+    ) -> Result<GroupProgress> {
+        let now = Instant::now();
+        let mut store = self.inner.lock();
+        let Some(entry) = store.live_group(group_uuid, now) else {
+            return Err(Error::StateNotFound(group_uuid.to_owned()));
         };
-        meta.task_uuids
-            .iter()
-            .map(|uuid| match store.tasks.get(uuid.as_str()) {
-                Some(e) if e.expires_at > now => Ok(e.state.clone()),
-                _ => Err(Error::StateNotFound(uuid.clone())),
-            })
-            .collect()
+        entry.done += 1;
+        if entry.done < count {
+            return Ok(GroupProgress::Incomplete);
+        }
+        let store = &*store;
+        let Some(entry) = store.groups.get(group_uuid) else {
+            return Err(Error::StateNotFound(group_uuid.to_owned()));
+        };
+        let states = store.member_states(&entry.meta, now)?;
+        Ok(
+            if states.len() >= count && states.iter().all(TaskState::is_completed) {
+                GroupProgress::CompleteWith(states)
+            } else {
+                GroupProgress::Incomplete
+            },
+        )
     }
 
     async fn trigger_chord(&self, group_uuid: &str) -> Result<bool> {
@@ -355,9 +476,10 @@ impl Backend for MemoryBackend {
         }
         let mut meta = entry.meta.clone();
         meta.chord_triggered = true;
+        let done = entry.done;
         // A write like any other: it refreshes the group's expiry.
         let key = shared_key(&store.groups, group_uuid);
-        store.put_group(key, meta, expires_at);
+        store.put_group(key, meta, expires_at, done);
         Ok(true)
     }
 
@@ -472,6 +594,46 @@ mod tests {
         assert!(b.get_state("b").await.unwrap().is_none());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_task_keeps_one_expiry_record_requeued_while_written_again() {
+        let b = MemoryBackend::new(Duration::from_secs(10));
+        b.set_state(&TaskState::pending("t", "n")).await.unwrap();
+        for _ in 0..3 {
+            b.set_state(&TaskState::started("t")).await.unwrap();
+        }
+        assert_eq!(b.inner.lock().expiry.len(), 1, "one record per task");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        b.set_state(&TaskState::success("t", vec![])).await.unwrap();
+        // Its record (due at 10 s) comes up at 11 s: t was written at 6 s, so it is queued
+        // again, for 16 s, not removed.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.set_state(&TaskState::pending("u", "n")).await.unwrap();
+        {
+            let store = b.inner.lock();
+            assert!(store.tasks.contains_key("t"));
+            assert_eq!(store.expiry.len(), 2);
+        }
+        assert!(b.get_state("t").await.unwrap().unwrap().is_success());
+        // Purged and written anew at 14 s: its old record (due at 21 s) is stale, the new one
+        // (due at 24 s) counts.
+        b.purge_state("u").await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        b.set_state(&TaskState::pending("u", "n")).await.unwrap();
+        assert_eq!(b.inner.lock().expiry.len(), 3);
+        tokio::time::advance(Duration::from_secs(8)).await;
+        b.set_state(&TaskState::pending("v", "n")).await.unwrap();
+        let store = b.inner.lock();
+        assert!(
+            !store.tasks.contains_key("t"),
+            "swept once its refreshed expiry passed"
+        );
+        assert!(
+            store.tasks.contains_key("u"),
+            "the stale record did not remove u"
+        );
+        assert_eq!(store.expiry.len(), 2, "u's new record and v's");
+    }
+
     #[tokio::test]
     async fn sweep_is_bounded_per_write() {
         let b = MemoryBackend::new(Duration::from_secs(10));
@@ -517,6 +679,91 @@ mod tests {
         assert!(b.get_group("g").await.unwrap().is_none());
         b.purge_state("x1").await.unwrap();
         assert!(b.get_state("x1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn group_member_completed_reads_states_once_the_count_is_reached() {
+        let b = backend();
+        assert!(matches!(
+            b.group_member_completed("g", 3, true).await,
+            Err(Error::StateNotFound(g)) if g == "g"
+        ));
+        let ids: Vec<String> = ["m1", "m2", "m3"].iter().map(|s| (*s).into()).collect();
+        b.init_group("g", &ids).await.unwrap();
+        for id in &ids {
+            b.set_state(&TaskState::pending(id, "t")).await.unwrap();
+        }
+        b.set_state(&TaskState::success("m1", vec![]))
+            .await
+            .unwrap();
+        let incomplete = GroupProgress::Incomplete;
+        assert_eq!(
+            b.group_member_completed("g", 3, true).await.unwrap(),
+            incomplete
+        );
+        // A failure counts too.
+        b.set_state(&TaskState::failure("m2", "no")).await.unwrap();
+        assert_eq!(
+            b.group_member_completed("g", 3, false).await.unwrap(),
+            incomplete
+        );
+        // m1 delivered again: the count reaches 3, but m3 is not complete yet.
+        b.set_state(&TaskState::success("m1", vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.group_member_completed("g", 3, true).await.unwrap(),
+            incomplete
+        );
+        // Triggering keeps the count.
+        assert!(b.trigger_chord("g").await.unwrap());
+        b.set_state(&TaskState::success("m3", vec![]))
+            .await
+            .unwrap();
+        let GroupProgress::CompleteWith(states) =
+            b.group_member_completed("g", 3, true).await.unwrap()
+        else {
+            panic!("complete");
+        };
+        let order: Vec<_> = states.iter().map(|s| s.task_uuid.as_str()).collect();
+        assert_eq!(order, ["m1", "m2", "m3"]);
+        assert!(states[1].is_failure());
+        // Re-initialising the group starts the count again.
+        b.init_group("g", &ids).await.unwrap();
+        assert_eq!(
+            b.group_member_completed("g", 3, true).await.unwrap(),
+            incomplete
+        );
+        // An expired group is not found.
+        b.purge_group("g").await.unwrap();
+        assert!(b.group_member_completed("g", 3, true).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_completions_return_the_states_once_without_duplicates() {
+        let b = backend();
+        let ids: Vec<String> = (0..64).map(|i| format!("m{i}")).collect();
+        b.init_group("g", &ids).await.unwrap();
+        let handles: Vec<_> = ids
+            .iter()
+            .cloned()
+            .map(|id| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.set_state(&TaskState::success(&id, vec![])).await.unwrap();
+                    b.group_member_completed("g", 64, true).await.unwrap()
+                        != GroupProgress::Incomplete
+                })
+            })
+            .collect();
+        let mut complete = 0;
+        for h in handles {
+            complete += usize::from(h.await.unwrap());
+        }
+        assert_eq!(
+            complete, 1,
+            "only the last completion finds the group complete"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! Integration tests.
 
+mod chords;
 mod codec_edges;
 mod config;
 mod hooks;

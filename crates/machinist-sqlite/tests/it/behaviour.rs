@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use machinist_core::{Backend, Broker, Consumer, Delivery, Lock, Server, Signature, TaskState};
+use machinist_core::{
+    Backend, Broker, Consumer, Delivery, GroupProgress, Lock, Server, Signature, TaskState,
+};
 use machinist_sqlite::{SqliteOptions, SqliteStore};
 
 use crate::common::{config, location, remove_db, temp_db};
@@ -177,6 +179,169 @@ async fn trigger_chord_once_across_connections() {
             .await
             .unwrap()
     );
+    remove_db(&db);
+}
+
+/// Member completions counted from two stores on one file (two processes): the states come
+/// back exactly once, from the completion that brings the count to the group's size; a
+/// completion counted twice (a redelivered member) is checked against the states; re-creating
+/// the group starts the count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_member_completions_counted_across_connections() {
+    let db = temp_db("chord_count");
+    let a = SqliteStore::open(&location(&db), SqliteOptions::default()).unwrap();
+    let b = SqliteStore::open(&location(&db), SqliteOptions::default()).unwrap();
+    assert!(matches!(
+        a.backend().group_member_completed("g", 3, true).await,
+        Err(machinist_core::Error::StateNotFound(g)) if g == "g"
+    ));
+    let members: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    a.backend().init_group("g", &members).await.unwrap();
+    let mut calls = Vec::new();
+    for (i, m) in members.iter().cloned().enumerate() {
+        let backend = if i % 2 == 0 { a.backend() } else { b.backend() };
+        calls.push(tokio::spawn(async move {
+            let state = if i == 7 {
+                TaskState::failure(&m, "no")
+            } else {
+                TaskState::success(&m, vec![])
+            };
+            backend.set_state(&state).await.unwrap();
+            backend
+                .group_member_completed("g", 40, i != 7)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut complete = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            GroupProgress::CompleteWith(states) => complete.push(states),
+            GroupProgress::Incomplete => {}
+            other => panic!("a counting backend reads the states: {other:?}"),
+        }
+    }
+    assert_eq!(
+        complete.len(),
+        1,
+        "exactly one completion sees the group complete"
+    );
+    let states = &complete[0];
+    let order: Vec<_> = states.iter().map(|s| s.task_uuid.clone()).collect();
+    assert_eq!(order, members, "in group order");
+    assert!(states[7].is_failure());
+
+    // A fresh group; m0 completes twice before m1 completes at all.
+    let two: Vec<String> = vec!["m0".into(), "n1".into()];
+    b.backend().init_group("g2", &two).await.unwrap();
+    b.backend()
+        .set_state(&TaskState::pending("n1", "t"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            a.backend()
+                .group_member_completed("g2", 2, true)
+                .await
+                .unwrap(),
+            GroupProgress::Incomplete,
+            "n1 is not complete"
+        );
+    }
+    b.backend()
+        .set_state(&TaskState::success("n1", vec![]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.backend()
+            .group_member_completed("g2", 2, true)
+            .await
+            .unwrap(),
+        GroupProgress::CompleteWith(_)
+    ));
+    // init_group again: counted from zero.
+    a.backend().init_group("g2", &two).await.unwrap();
+    assert_eq!(
+        a.backend()
+            .group_member_completed("g2", 2, true)
+            .await
+            .unwrap(),
+        GroupProgress::Incomplete
+    );
+    remove_db(&db);
+}
+
+/// Chords run by workers on two stores of one file (two processes), with the backend counting
+/// member completions: members finishing together fire each callback exactly once, with
+/// every result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chord_fires_once_with_counted_completions_across_stores() {
+    use machinist_core::{Chord, Group};
+    use machinist_testkit::tasks::{self, Probes};
+    let db = temp_db("chord_workers");
+    let probes = Probes::new();
+    let stores: Vec<SqliteStore> = (0..2)
+        .map(|_| SqliteStore::open(&location(&db), SqliteOptions::default()).unwrap())
+        .collect();
+    let servers: Vec<Server> = stores
+        .iter()
+        .map(|store| {
+            let server = Server::new(
+                config(Some("chord_workers")),
+                Arc::new(store.broker()),
+                Arc::new(store.backend()),
+                Arc::new(store.lock()),
+            );
+            probes.register(&server);
+            machinist_testkit::tasks::register_all(&server);
+            server
+        })
+        .collect();
+    let workers: Vec<_> = servers
+        .iter()
+        .map(|s| s.new_worker("chords", 16).launch_async())
+        .collect();
+    let mut callbacks = Vec::new();
+    for round in 0..2 {
+        let release = Utc::now().timestamp_millis() + 300;
+        let members = (0..40)
+            .map(|_| Signature::new(tasks::JITTER_ONE).args(release))
+            .collect();
+        let chord = Chord::new(Group::new(members), Signature::new(tasks::COUNT_CHORD));
+        callbacks.push(chord.callback.uuid.clone());
+        let mut r = servers[round % 2].send_chord(chord, 0).await.unwrap();
+        let total: i64 = r.callback.results(Duration::from_secs(20)).await.unwrap();
+        assert_eq!(
+            total, 40,
+            "round {round}: every result reaches the callback"
+        );
+    }
+    // A second firing would have queued its callback before these.
+    let mut barrier = servers[0]
+        .send_group(
+            Group::new(
+                (0..16)
+                    .map(|_| Signature::new("add").args((1i64, 1i64)))
+                    .collect(),
+            ),
+            0,
+        )
+        .await
+        .unwrap();
+    for m in &mut barrier {
+        let _: i64 = m.results(Duration::from_secs(20)).await.unwrap();
+    }
+    let calls = probes.chord_calls();
+    for uuid in &callbacks {
+        assert_eq!(
+            calls.get(uuid),
+            Some(&1),
+            "callback {uuid} runs exactly once"
+        );
+    }
+    for w in workers {
+        w.quit().await.unwrap();
+    }
     remove_db(&db);
 }
 

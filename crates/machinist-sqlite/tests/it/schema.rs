@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use machinist_core::{Backend, Broker, Signature, TaskState};
+use machinist_core::{Backend, Broker, GroupMeta, GroupProgress, Signature, TaskState};
 use machinist_sqlite::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 use machinist_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 use rusqlite::Connection;
@@ -121,6 +121,53 @@ async fn older_schema_is_migrated_keeping_data() {
             .task_name,
         "add"
     );
+    remove_db(&db);
+}
+
+#[tokio::test]
+async fn a_group_in_flight_across_the_counter_migration_still_completes() {
+    let db = temp_db("groups-v2");
+    {
+        // Version 2 (no `done` column): a group of two, one member already succeeded.
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let meta = GroupMeta::new("g", vec!["a".to_owned(), "b".to_owned()]);
+        conn.execute(
+            "INSERT INTO groups (uuid, body, chord_triggered, expires_at) \
+             VALUES ('g', ?1, 0, 9000000000000)",
+            [String::from_utf8(meta.to_vec().unwrap()).unwrap()],
+        )
+        .unwrap();
+        for (uuid, state) in [
+            ("a", TaskState::success("a", Vec::new())),
+            ("b", TaskState::pending("b", "add")),
+        ] {
+            conn.execute(
+                "INSERT INTO states (uuid, body, expires_at) VALUES (?1, ?2, 9000000000000)",
+                [
+                    uuid.to_owned(),
+                    String::from_utf8(state.to_vec().unwrap()).unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(&db).unwrap();
+    assert_eq!(header(&db).1, SCHEMA_VERSION);
+    let backend = store.backend();
+    backend
+        .set_state(&TaskState::success("b", Vec::new()))
+        .await
+        .unwrap();
+    // The member finished before the upgrade is counted: the second completion completes it.
+    match backend.group_member_completed("g", 2, true).await.unwrap() {
+        GroupProgress::CompleteWith(states) => assert_eq!(states.len(), 2),
+        other => panic!("expected the group complete, got {other:?}"),
+    }
     remove_db(&db);
 }
 

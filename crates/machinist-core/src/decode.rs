@@ -1,0 +1,671 @@
+//! The fast path of message decoding: every delivery is a [`Signature`] to decode, and going
+//! through serde_json's generic machinery (a visitor per value, an `Option` per field, a
+//! `Value` per argument) cost about as much as the rest of the worker's per-task work.
+//!
+//! [`signature`] reads the common shape of a message directly from the bytes: the keys
+//! `codec.rs` knows (matched as it matches them, ignoring ASCII case), strings without escapes,
+//! integers, booleans and `null`, argument and header values that are such scalars, and nested
+//! signatures (`OnSuccess`, `OnError`, `ChordCallback`). Anything else — an escape, a float, an
+//! unknown key, a nested array or object as a value, an error of any kind — makes it return
+//! `None`, and the caller decodes the message with the serde path (`codec.rs`), which stays the
+//! definition: for every input this accepts, the result is the value the serde path returns
+//! (the tests compare both on every message shape they know).
+
+use std::cell::Cell;
+
+use serde_json::{Map, Number, Value};
+
+use crate::arg::Arg;
+use crate::codec::{ARG_KEYS, ArgKey, KeySeed, SIGNATURE_KEYS, SigKey};
+use crate::signature::{Headers, Signature};
+use crate::time;
+
+/// How deeply signatures may nest (`OnSuccess` of `OnSuccess` …) before the serde path, with
+/// its own limit, decides.
+const MAX_DEPTH: usize = 32;
+
+/// Decodes `text` as a [`Signature`], or `None` when it is not of the shape this path reads
+/// (the serde path then decides, including every error).
+pub(crate) fn signature(text: &str) -> Option<Signature> {
+    let mut r = Reader {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    r.ws();
+    let sig = r.signature(0)?;
+    r.ws();
+    (r.pos == r.bytes.len()).then_some(sig)
+}
+
+/// [`SIGNATURE_KEYS`] as they are written: `"UUID":` …
+const QUOTED_SIGNATURE_KEYS: &[&[u8]] = &[
+    b"\"UUID\":",
+    b"\"Name\":",
+    b"\"RoutingKey\":",
+    b"\"ETA\":",
+    b"\"GroupUUID\":",
+    b"\"GroupTaskCount\":",
+    b"\"Args\":",
+    b"\"Headers\":",
+    b"\"Priority\":",
+    b"\"Immutable\":",
+    b"\"RetryCount\":",
+    b"\"RetryTimeout\":",
+    b"\"OnSuccess\":",
+    b"\"OnError\":",
+    b"\"ChordCallback\":",
+    b"\"BrokerMessageGroupId\":",
+    b"\"SQSReceiptHandle\":",
+    b"\"StopTaskDeletionOnError\":",
+    b"\"IgnoreWhenTaskNotRegistered\":",
+];
+
+/// [`ARG_KEYS`] as they are written.
+const QUOTED_ARG_KEYS: &[&[u8]] = &[b"\"Name\":", b"\"Type\":", b"\"Value\":"];
+
+/// True when one of the eight bytes of `word` is `"`, `\\` or below `0x20` (exact as a whole;
+/// the classic "has a zero byte" test on `word ^ "…"`, `word ^ \\…` and `word - 0x20…`).
+#[cfg(test)]
+fn has_special_byte(word: u64) -> bool {
+    special_bytes(word) != 0
+}
+
+/// The high bit of each byte of `word` (read little-endian) that is `"`, a backslash or below
+/// `0x20`, exact up to the first one: bytes after it may be marked too (a borrow), bytes
+/// before it never are, so `trailing_zeros() / 8` is the index of the first such byte.
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero_in(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_in(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
+struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Skips JSON whitespace.
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// Consumes `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes the literal `word` (`null`, `true`, `false`).
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.pos + word.len();
+        (self.bytes.get(self.pos..end)? == word).then(|| self.pos = end)
+    }
+
+    /// `null`, consumed, if it is next.
+    fn null(&mut self) -> Option<bool> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.pos;
+        // Eight bytes at a time until one of them is `"`, a backslash or a control character,
+        // then straight to it.
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let special = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+            if special != 0 {
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            self.pos += 8;
+        }
+        loop {
+            match *self.bytes.get(self.pos)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => self.pos += 1,
+            }
+        }
+        let s = self.text.get(start..self.pos)?;
+        self.pos += 1;
+        Some(s)
+    }
+
+    /// A string field (`null` is empty).
+    fn string(&mut self) -> Option<String> {
+        if self.null()? {
+            return Some(String::new());
+        }
+        self.plain_str().map(str::to_owned)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b'n' => self.literal(b"null").map(|()| false),
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// A JSON integer as serde_json reads it: `Ok(u64)` for a non-negative one, `Err(i64)` for
+    /// a negative one; `None` for anything serde_json would read as a float (a fraction, an
+    /// exponent, `-0`, a magnitude past 64 bits) or not as a number at all.
+    fn integer(&mut self) -> Option<Result<u64, i64>> {
+        let negative = self.eat(b'-');
+        let first = self.peek()?;
+        let mut n: u64 = match first {
+            b'0' => {
+                self.pos += 1;
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                0
+            }
+            b'1'..=b'9' => {
+                let mut n = 0u64;
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                    self.pos += 1;
+                }
+                n
+            }
+            _ => return None,
+        };
+        if let Some(b'.' | b'e' | b'E') = self.peek() {
+            return None;
+        }
+        if !negative {
+            return Some(Ok(n));
+        }
+        // serde_json reads `-0` as a float.
+        if n == 0 || n > 1 << 63 {
+            return None;
+        }
+        n = n.wrapping_neg();
+        Some(Err(n as i64))
+    }
+
+    /// An `int64` field (`null` is 0).
+    fn int64(&mut self) -> Option<i64> {
+        if self.null()? {
+            return Some(0);
+        }
+        match self.integer()? {
+            Ok(n) => i64::try_from(n).ok(),
+            Err(n) => Some(n),
+        }
+    }
+
+    /// A `uint8` field (`null` is 0).
+    fn uint8(&mut self) -> Option<u8> {
+        if self.null()? {
+            return Some(0);
+        }
+        match self.integer()? {
+            Ok(n) => u8::try_from(n).ok(),
+            Err(_) => None,
+        }
+    }
+
+    /// A JSON value that is a scalar this path reads: `null`, a boolean, an integer, a plain
+    /// string.
+    fn scalar(&mut self) -> Option<Value> {
+        Some(match self.peek()? {
+            b'n' => self.literal(b"null").map(|()| Value::Null)?,
+            b't' | b'f' => Value::Bool(self.boolean()?),
+            b'"' => Value::String(self.plain_str()?.to_owned()),
+            b'-' | b'0'..=b'9' => Value::Number(match self.integer()? {
+                Ok(n) => Number::from(n),
+                Err(n) => Number::from(n),
+            }),
+            _ => return None,
+        })
+    }
+
+    /// Reads the members of an object whose `{` was consumed, calling `member` with each key
+    /// (the reader then at its value); `None` if the object is not well formed.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.plain_str()?;
+            self.ws();
+            if !self.eat(b':') {
+                return None;
+            }
+            self.ws();
+            member(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// [`Reader::object`] for an object of a wire type whose keys are `keys`: calls `member`
+    /// with each key's field. The key the table expects next (`keys`' hint, see
+    /// [`KeySeed::lookup`]) is first compared with the bytes ahead as `"Key":`, which is how Go
+    /// and machinist write every key, so a message in their form is never scanned for keys.
+    /// An unknown key ends the fast path.
+    fn fields<F: Copy>(
+        &mut self,
+        keys: KeySeed<'_, F>,
+        quoted: &[&[u8]],
+        mut member: impl FnMut(&mut Self, F) -> Option<()>,
+    ) -> Option<()> {
+        self.ws();
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let field = match keys.expected(quoted, &self.bytes[self.pos..]) {
+                Some((field, len)) => {
+                    self.pos += len;
+                    field
+                }
+                None => {
+                    let key = self.plain_str()?;
+                    self.ws();
+                    if !self.eat(b':') {
+                        return None;
+                    }
+                    keys.lookup(key)?
+                }
+            };
+            self.ws();
+            member(self, field)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads the elements of an array whose `[` was consumed, calling `element` with the reader
+    /// at each one.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            element(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A list of signatures (`null` is empty).
+    fn signatures(&mut self, depth: usize) -> Option<Vec<Signature>> {
+        let mut list = Vec::new();
+        if self.null()? {
+            return Some(list);
+        }
+        if !self.eat(b'[') {
+            return None;
+        }
+        self.array(|r| {
+            list.push(r.signature(depth + 1)?);
+            Some(())
+        })?;
+        Some(list)
+    }
+
+    fn args(&mut self) -> Option<Vec<Arg>> {
+        if self.null()? {
+            return Some(Vec::new());
+        }
+        if !self.eat(b'[') {
+            return None;
+        }
+        // Room for the usual few arguments at once (growing from empty costs more).
+        let mut args = Vec::with_capacity(4);
+        self.array(|r| {
+            if !r.eat(b'{') {
+                return None;
+            }
+            let mut arg = Arg {
+                name: String::new(),
+                type_name: String::new(),
+                value: Value::Null,
+            };
+            let hint = Cell::new(0);
+            let keys = KeySeed::new(ARG_KEYS, false, &hint);
+            r.fields(keys, QUOTED_ARG_KEYS, |r, field| {
+                match field {
+                    ArgKey::Name => arg.name = r.string()?,
+                    ArgKey::Type => arg.type_name = r.string()?,
+                    ArgKey::Value => arg.value = r.scalar()?,
+                }
+                Some(())
+            })?;
+            args.push(arg);
+            Some(())
+        })?;
+        Some(args)
+    }
+
+    fn headers(&mut self) -> Option<Option<Headers>> {
+        if self.null()? {
+            return Some(None);
+        }
+        if !self.eat(b'{') {
+            return None;
+        }
+        let mut map = Map::new();
+        self.object(|r, key| {
+            let value = r.scalar()?;
+            map.insert(key.to_owned(), value);
+            Some(())
+        })?;
+        Some(Some(Headers(map)))
+    }
+
+    /// A signature object, at its `{`.
+    fn signature(&mut self, depth: usize) -> Option<Signature> {
+        if depth > MAX_DEPTH || !self.eat(b'{') {
+            return None;
+        }
+        let mut sig = Signature::default();
+        let hint = Cell::new(0);
+        let keys = KeySeed::new(SIGNATURE_KEYS, true, &hint);
+        self.fields(keys, QUOTED_SIGNATURE_KEYS, |r, field| {
+            match field {
+                SigKey::Uuid => sig.uuid = r.string()?,
+                SigKey::Name => sig.name = r.string()?,
+                SigKey::RoutingKey => sig.routing_key = r.string()?,
+                SigKey::Eta => {
+                    sig.eta = if r.null()? {
+                        None
+                    } else {
+                        time::parse(r.plain_str()?).ok()?
+                    }
+                }
+                SigKey::GroupUuid => sig.group_uuid = r.string()?,
+                SigKey::GroupTaskCount => sig.group_task_count = r.int64()?,
+                SigKey::Args => sig.args = r.args()?,
+                SigKey::Headers => sig.headers = r.headers()?,
+                SigKey::Priority => sig.priority = r.uint8()?,
+                SigKey::Immutable => sig.immutable = r.boolean()?,
+                SigKey::RetryCount => sig.retry_count = r.int64()?,
+                SigKey::RetryTimeout => sig.retry_timeout = r.int64()?,
+                SigKey::OnSuccess => sig.on_success = r.signatures(depth)?,
+                SigKey::OnError => sig.on_error = r.signatures(depth)?,
+                SigKey::ChordCallback => {
+                    sig.chord_callback = if r.null()? {
+                        None
+                    } else {
+                        Some(Box::new(r.signature(depth + 1)?))
+                    }
+                }
+                SigKey::BrokerMessageGroupId => sig.broker_message_group_id = r.string()?,
+                SigKey::SqsReceiptHandle => sig.sqs_receipt_handle = r.string()?,
+                SigKey::StopTaskDeletionOnError => sig.stop_task_deletion_on_error = r.boolean()?,
+                SigKey::IgnoreWhenTaskNotRegistered => {
+                    sig.ignore_when_task_not_registered = r.boolean()?
+                }
+            }
+            Some(())
+        })?;
+        Some(sig)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The serde path's answer.
+    fn slow(text: &str) -> Option<Signature> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// `text` takes the fast path, with the serde path's result.
+    fn fast(text: &str) -> Signature {
+        let sig = signature(text).unwrap_or_else(|| panic!("not on the fast path: {text}"));
+        assert_eq!(Some(&sig), slow(text).as_ref(), "{text}");
+        sig
+    }
+
+    const ADD: &str = r#"{"UUID":"task_1","Name":"add","RoutingKey":"machinery_tasks","ETA":null,"GroupUUID":"","GroupTaskCount":0,"Args":[{"Name":"","Type":"int64","Value":1},{"Name":"","Type":"int64","Value":-2}],"Headers":{},"Priority":0,"Immutable":false,"RetryCount":0,"RetryTimeout":0,"OnSuccess":null,"OnError":null,"ChordCallback":null,"BrokerMessageGroupId":"","SQSReceiptHandle":"","StopTaskDeletionOnError":false,"IgnoreWhenTaskNotRegistered":false}"#;
+
+    /// Messages of every shape the fast path reads.
+    fn corpus() -> Vec<String> {
+        let built = Signature::new("add")
+            .args((1i64, "two", true))
+            .with_uuid("task_x")
+            .routing_key("q")
+            .eta(chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap())
+            .retries(3)
+            .retry_timeout(5)
+            .priority(200)
+            .immutable(true)
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("machinist_attempt", 2)
+            .header("n", serde_json::Value::Null)
+            .on_success(Signature::new("next").arg(Arg::new(u64::MAX)))
+            .on_error(Signature::new("oops").arg(Arg::new(i64::MIN)));
+        let mut member = Signature::new("m").with_uuid("task_m");
+        member.group_uuid = "group_1".into();
+        member.group_task_count = 100;
+        member.chord_callback = Some(Box::new(Signature::new("cb").with_uuid("chord_1")));
+        member.broker_message_group_id = "g".into();
+        member.sqs_receipt_handle = "AQEB+/x=".into();
+        member.stop_task_deletion_on_error = true;
+        member.ignore_when_task_not_registered = true;
+        vec![
+            ADD.to_owned(),
+            String::from_utf8(built.to_vec().unwrap()).unwrap(),
+            String::from_utf8(member.to_vec().unwrap()).unwrap(),
+            "{}".to_owned(),
+            " \n{ \"uuid\" : \"a\" ,\t\"NAME\":\"é ü\u{2028}\" , \"args\" : [ { \"value\" : \"x\" } , { } ] }\r\n"
+                .to_owned(),
+            r#"{"UUID":null,"Name":null,"RoutingKey":null,"ETA":null,"GroupUUID":null,"GroupTaskCount":null,"Args":null,"Headers":null,"Priority":null,"Immutable":null,"RetryCount":null,"RetryTimeout":null,"OnSuccess":null,"OnError":null,"ChordCallback":null,"BrokerMessageGroupId":null,"SQSReceiptHandle":null,"StopTaskDeletionOnError":null,"IgnoreWhenTaskNotRegistered":null}"#.to_owned(),
+            r#"{"UUID":"a","UUID":"b","Args":[{"Value":1}],"Args":[],"Headers":{"k":1,"k":"2"},"RetryCount":-9223372036854775808,"GroupTaskCount":9223372036854775807,"ETA":"0001-01-01T00:00:00Z","OnSuccess":[],"Priority":255}"#.to_owned(),
+            r#"{"ETA":"2024-05-01T10:00:28.29704155+02:00","Args":[{"Name":null,"Type":null,"Value":null},{"Value":18446744073709551615},{"Value":-1},{"Value":0},{"Value":false}]}"#.to_owned(),
+        ]
+    }
+
+    #[test]
+    fn quoted_keys_are_the_key_tables() {
+        for (table, quoted) in [
+            (
+                SIGNATURE_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                QUOTED_SIGNATURE_KEYS,
+            ),
+            (ARG_KEYS.iter().map(|(k, _)| *k).collect(), QUOTED_ARG_KEYS),
+        ] {
+            let written: Vec<String> = table.iter().map(|k| format!("\"{k}\":")).collect();
+            let quoted: Vec<String> = quoted
+                .iter()
+                .map(|q| String::from_utf8(q.to_vec()).unwrap())
+                .collect();
+            assert_eq!(written, quoted);
+        }
+    }
+
+    #[test]
+    fn the_first_special_byte_is_located_exactly() {
+        let specials = [b'"', b'\\', 0, 0x1f, b'\n'];
+        for first in 0..8 {
+            for &b in &specials {
+                for &later in &specials {
+                    let mut word = [b'a'; 8];
+                    word[first] = b;
+                    for w in word.iter_mut().skip(first + 1) {
+                        *w = later;
+                    }
+                    let mask = special_bytes(u64::from_le_bytes(word));
+                    assert_eq!(mask.trailing_zeros() / 8, first as u32, "{word:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn special_bytes_are_found_in_any_lane() {
+        for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xe2, 0xff] {
+            for lane in 0..8 {
+                for b in 0u8..=255 {
+                    let mut word = [filler; 8];
+                    word[lane] = b;
+                    let special = b == b'"' || b == b'\\' || b < 0x20;
+                    assert_eq!(
+                        has_special_byte(u64::from_le_bytes(word)),
+                        special,
+                        "{b:#x} at {lane} among {filler:#x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn common_shapes_decode_as_the_serde_path_does() {
+        let sig = fast(ADD);
+        assert_eq!(sig.args[1].value, serde_json::json!(-2));
+        for text in corpus() {
+            fast(&text);
+        }
+        // The public entry point takes it too.
+        assert_eq!(
+            Signature::from_slice(ADD.as_bytes()).unwrap(),
+            slow(ADD).unwrap()
+        );
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_the_serde_path() {
+        let cases = [
+            // Valid, but not read here.
+            r#"{"Name":"a\"b"}"#,
+            r#"{"Name":"\u0061"}"#,
+            r#"{"N\u0061me":"a"}"#,
+            r#"{"Args":[{"Value":1.5}]}"#,
+            r#"{"Args":[{"Value":1e3}]}"#,
+            r#"{"Args":[{"Value":-0}]}"#,
+            r#"{"Args":[{"Value":18446744073709551616}]}"#,
+            r#"{"Args":[{"Value":[1]}]}"#,
+            r#"{"Args":[{"Value":{}}]}"#,
+            r#"{"Args":[{"Other":1}]}"#,
+            r#"{"Headers":{"z":{"k":[true,null]}}}"#,
+            r#"{"Index":3}"#,
+            // Errors.
+            r#"{"Priority":256}"#,
+            r#"{"Priority":-1}"#,
+            r#"{"RetryCount":9223372036854775808}"#,
+            r#"{"RetryCount":01}"#,
+            r#"{"RetryCount":"3"}"#,
+            r#"{"ETA":"yesterday"}"#,
+            r#"{"ETA":5}"#,
+            r#"{"Name":"a	b"}"#,
+            r#"{"Name":"a",}"#,
+            r#"{"Name":"a"} x"#,
+            r#"{"Name":"a""#,
+            r#"{"Args":[1]}"#,
+            r#"{"Args":[{},]}"#,
+            r#"{"OnSuccess":{}}"#,
+            r#"{"ChordCallback":[]}"#,
+            "[1,2]",
+            "null",
+            "",
+        ];
+        for text in cases {
+            assert_eq!(signature(text), None, "{text}");
+        }
+        // Deeper than the fast path goes: left to the serde path.
+        let mut deep = String::from("{}");
+        for _ in 0..=MAX_DEPTH + 1 {
+            deep = format!(r#"{{"ChordCallback":{deep}}}"#);
+        }
+        assert_eq!(signature(&deep), None);
+        assert!(slow(&deep).is_some());
+    }
+
+    /// Every one-byte change of every corpus message: whatever the fast path accepts, the serde
+    /// path decodes to the same signature.
+    #[test]
+    fn mutations_never_decode_differently() {
+        let mut accepted = 0;
+        for text in corpus() {
+            let bytes = text.as_bytes();
+            for i in 0..bytes.len() {
+                for b in [
+                    b'"', b'\\', b',', b'}', b']', b'{', b'0', b'-', b'.', b'e', b' ', b'n', b'x',
+                ] {
+                    for replace in [true, false] {
+                        let mut m = bytes[..i].to_vec();
+                        m.push(b);
+                        m.extend_from_slice(&bytes[i + usize::from(replace)..]);
+                        let Ok(m) = String::from_utf8(m) else {
+                            continue;
+                        };
+                        if let Some(sig) = signature(&m) {
+                            accepted += 1;
+                            assert_eq!(Some(sig), slow(&m), "{m}");
+                        }
+                    }
+                }
+                // Cut short.
+                if text.is_char_boundary(i)
+                    && let Some(sig) = signature(&text[..i])
+                {
+                    assert_eq!(Some(sig), slow(&text[..i]), "{}", &text[..i]);
+                }
+            }
+        }
+        assert!(accepted > 1000, "{accepted}");
+    }
+}
