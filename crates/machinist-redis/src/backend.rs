@@ -9,8 +9,12 @@
 //!   one `GET` before its first write (RECEIVED), decoded and merged as Go's
 //!   `mergeNewTaskState` does (GET, then SET) — and kept in the context, so every later state
 //!   (STARTED, SUCCESS, FAILURE, RETRY) is a plain `SET … EX` with no read and no script.
-//!   RECEIVED and STARTED go out pipelined, as two `SET`s in one round trip (a reader can
-//!   still see each); a final state's `SET` and its `PUBLISH` (below) are pipelined too.
+//!   RECEIVED and STARTED go out together, as two `SET`s in one request (a reader can still
+//!   see each); a final state's `SET` and its `PUBLISH` (below) go together too.
+//! * Those requests (the merge `GET`, the `SET`s, a PENDING's `SET`) are not sent one by one:
+//!   they join the connection's write queue (`batch.rs`), which sends what all concurrent
+//!   callers queued as one pipeline per round, and answers each caller with its own
+//!   outcome (a failed write is still that caller's error).
 //! * A bare [`Backend::set_state`] (no context) goes through the
 //!   [`SET_STATE`](crate::scripts::SET_STATE) script, which carries `TaskName` and `CreatedAt`
 //!   over from the stored state atomically. The client sends the new JSON with an empty
@@ -31,6 +35,7 @@ use machinist_core::{Backend, Error, GroupMeta, Result, State, StateContext, Tas
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
+use crate::batch::command;
 use crate::conn::{Conn, RedisConnection, jitter, random_u64};
 use crate::error::RedisError;
 use crate::notify::Notices;
@@ -47,8 +52,9 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 /// A result [`Backend`] on Redis, sharing keys and JSON with Go Machinery's Redis backend.
 ///
 /// * `set_task_state` / `set_task_states` (the worker's and the server's writes):
-///   `SET <uuid> <json> EX <results_expire_in>` per state, pipelined; `TaskName`/`CreatedAt`
-///   carried over from one `GET` per task (Go does GET then SET for every state).
+///   `SET <uuid> <json> EX <results_expire_in>` per state; `TaskName`/`CreatedAt` carried over
+///   from one `GET` per task (Go does GET then SET for every state). Each call's commands are
+///   sent in one request, coalesced with other tasks' requests (one pipeline per round).
 /// * `set_state` (no context): the same `SET`, with `TaskName`/`CreatedAt` carried over from the
 ///   stored state in one script. A key holding another Redis type is
 ///   [`RedisError::WrongType`], naming it.
@@ -68,6 +74,8 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 pub struct RedisBackend {
     conn: RedisConnection,
     ttl_secs: u64,
+    /// `ttl_secs` as a command argument.
+    ttl_arg: String,
     /// Announcements and their subscriptions (`None`: cluster, or turned off).
     notices: Option<Arc<Notices>>,
 }
@@ -100,6 +108,7 @@ impl RedisBackend {
         RedisBackend {
             conn,
             ttl_secs,
+            ttl_arg: ttl_secs.to_string(),
             notices,
         }
     }
@@ -178,33 +187,40 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
-    /// The announcement channel of a state (empty: none). Only final states are announced
+    /// The announcement channel of a state (`None`: none). Only final states are announced
     /// (what result waiters wait for): one `PUBLISH` per task; RECEIVED, STARTED and RETRY are
     /// seen by the poll.
-    fn channel_of(&self, state: &TaskState) -> String {
+    fn channel_of(&self, state: &TaskState) -> Option<String> {
         match &self.notices {
-            Some(n) if state.is_completed() => n.channel(&state.task_uuid),
-            _ => String::new(),
+            Some(n) if state.is_completed() => Some(n.channel(&state.task_uuid)),
+            _ => None,
         }
     }
 
     /// The stored state, for a merge: `None` when there is none or it is not a task state (then
     /// the new one is written as it is, as Go does and as the script does with a value that is
-    /// not a JSON object). A key of another type is [`RedisError::WrongType`].
+    /// not a JSON object). A key of another type is [`RedisError::WrongType`]. The `GET` is
+    /// coalesced with other tasks' writes (`batch.rs`).
     async fn stored_for_merge(&self, key: &str) -> Result<Option<TaskState>> {
-        let mut c = self.c();
-        let raw: Option<Vec<u8>> = c.get(key).await.map_err(|e| {
-            backend_err(RedisError::redis(
-                "reading the stored state to merge",
-                key,
-                e,
-            ))
-        })?;
-        Ok(raw.and_then(|b| TaskState::from_slice(&b).ok()))
+        let raw = self
+            .conn
+            .batched([command(&[b"GET", key.as_bytes()])])
+            .await
+            .map_err(|e| {
+                backend_err(RedisError::redis(
+                    "reading the stored state to merge",
+                    key,
+                    e,
+                ))
+            })?;
+        Ok(match raw {
+            redis::Value::BulkString(bytes) => TaskState::from_slice(&bytes).ok(),
+            _ => None,
+        })
     }
 
     /// Stores `states` of one task in order with plain `SET … EX` (and `PUBLISH` for final
-    /// states), pipelined in one round trip.
+    /// states), in one request coalesced with other tasks' writes (`batch.rs`).
     ///
     /// `TaskName`/`CreatedAt` are carried over as Go does (from the stored state, nothing when
     /// none is stored), but read at most once per task: the first write without them `GET`s
@@ -215,74 +231,70 @@ impl RedisBackend {
             return Ok(());
         };
         let key = first.task_uuid.as_str();
-        let mut filled: Vec<std::borrow::Cow<'_, TaskState>> = Vec::with_capacity(states.len());
+        // Each state's JSON and announcement channel, encoded before the request is queued.
+        // Each state's `SET` (and `PUBLISH`), built before the request is queued.
+        let mut cmds = Vec::with_capacity(states.len() * 2);
         let mut looked = false;
         let mut partial: Option<TaskState> = None;
         for state in states {
-            if state.state == State::Pending {
+            let json = if state.state == State::Pending {
                 if state.created_at.is_some() {
                     ctx.task_name.clone_from(&state.task_name);
                     ctx.created_at = state.created_at;
                 }
-                filled.push(std::borrow::Cow::Borrowed(state));
-                continue;
-            }
-            if !state.task_name.is_empty() && state.created_at.is_some() {
-                filled.push(std::borrow::Cow::Borrowed(state));
-                continue;
-            }
-            if ctx.created_at.is_none() && !looked {
-                looked = true;
-                match self.stored_for_merge(key).await? {
-                    Some(stored) if stored.created_at.is_some() => {
-                        ctx.task_name = stored.task_name;
-                        ctx.created_at = stored.created_at;
+                state.to_vec()?
+            } else if !state.task_name.is_empty() && state.created_at.is_some() {
+                state.to_vec()?
+            } else {
+                if ctx.created_at.is_none() && !looked {
+                    looked = true;
+                    match self.stored_for_merge(key).await? {
+                        Some(stored) if stored.created_at.is_some() => {
+                            ctx.task_name = stored.task_name;
+                            ctx.created_at = stored.created_at;
+                        }
+                        // Go's zero time stored (or nothing): carry over what there is, and
+                        // look again on the next write.
+                        other => partial = other,
                     }
-                    // Go's zero time stored (or nothing): carry over what there is, and look
-                    // again on the next write.
-                    other => partial = other,
                 }
-            }
-            if ctx.created_at.is_none() {
-                match &partial {
-                    Some(stored) => {
+                match (&partial, ctx.created_at) {
+                    (_, Some(created_at)) => {
+                        let mut s = state.clone();
+                        if s.task_name.is_empty() {
+                            s.task_name.clone_from(&ctx.task_name);
+                        }
+                        if s.created_at.is_none() {
+                            s.created_at = Some(created_at);
+                        }
+                        s.to_vec()?
+                    }
+                    (Some(stored), None) => {
                         let mut s = state.clone();
                         s.merge_from(stored);
-                        filled.push(std::borrow::Cow::Owned(s));
+                        s.to_vec()?
                     }
                     // Nothing stored: written as it is, as Go does.
-                    None => filled.push(std::borrow::Cow::Borrowed(state)),
+                    (None, None) => state.to_vec()?,
                 }
-                continue;
-            }
-            let mut s = state.clone();
-            if s.task_name.is_empty() {
-                s.task_name.clone_from(&ctx.task_name);
-            }
-            if s.created_at.is_none() {
-                s.created_at = ctx.created_at;
-            }
-            filled.push(std::borrow::Cow::Owned(s));
-        }
-        let mut pipe = redis::pipe();
-        for s in &filled {
-            pipe.cmd("SET")
-                .arg(s.task_uuid.as_str())
-                .arg(s.to_vec()?)
-                .arg("EX")
-                .arg(self.ttl_secs)
-                .ignore();
-            let channel = self.channel_of(s);
-            if !channel.is_empty() {
-                pipe.cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(s.state.as_str())
-                    .ignore();
+            };
+            cmds.push(command(&[
+                b"SET",
+                state.task_uuid.as_bytes(),
+                &json,
+                b"EX",
+                self.ttl_arg.as_bytes(),
+            ]));
+            if let Some(channel) = self.channel_of(state) {
+                cmds.push(command(&[
+                    b"PUBLISH",
+                    channel.as_bytes(),
+                    state.state.as_str().as_bytes(),
+                ]));
             }
         }
-        let mut c = self.c();
-        pipe.query_async::<()>(&mut c).await.map_err(|e| {
-            let names: Vec<&str> = filled.iter().map(|s| s.state.as_str()).collect();
+        self.conn.batched(cmds).await.map(drop).map_err(|e| {
+            let names: Vec<&str> = states.iter().map(|s| s.state.as_str()).collect();
             backend_err(RedisError::redis(
                 format!("storing state {}", names.join(", ")),
                 key,
@@ -300,14 +312,22 @@ fn backend_err(e: RedisError) -> Error {
 impl Backend for RedisBackend {
     async fn set_state(&self, state: &TaskState) -> Result<()> {
         let json = state.to_vec()?;
-        let mut c = self.c();
         let key = state.task_uuid.as_str();
         if state.state == State::Pending {
-            return c
-                .set_ex::<_, _, ()>(key, json, self.ttl_secs)
+            return self
+                .conn
+                .batched([command(&[
+                    b"SET",
+                    key.as_bytes(),
+                    &json,
+                    b"EX",
+                    self.ttl_arg.as_bytes(),
+                ])])
                 .await
+                .map(drop)
                 .map_err(|e| backend_err(RedisError::redis("storing PENDING", key, e)));
         }
+        let mut c = self.c();
         // 1-based positions of the values the script may replace (0 = keep).
         let name_at = if state.task_name.is_empty() {
             top_level_value_offset(&json, "TaskName").map_or(0, |p| p + 1)
@@ -319,7 +339,7 @@ impl Backend for RedisBackend {
         } else {
             0
         };
-        let channel = self.channel_of(state);
+        let channel = self.channel_of(state).unwrap_or_default();
         scripts::SET_STATE
             .key(key)
             .arg(json)
@@ -347,7 +367,7 @@ impl Backend for RedisBackend {
     }
 
     /// RECEIVED and STARTED (or any consecutive states of one task): at most one `GET`, then
-    /// one `SET` each, pipelined in one round trip.
+    /// one `SET` each, sent together in one request.
     async fn set_task_states(&self, ctx: &mut StateContext, states: &[TaskState]) -> Result<()> {
         if states.iter().any(|s| s.task_uuid != states[0].task_uuid) {
             for s in states {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
+use crate::batch::command;
 use crate::conn::{Backoff, Conn, RedisConnection};
 use crate::error::RedisError;
 use crate::keys::Keys;
@@ -30,6 +31,9 @@ use crate::scripts;
 /// `RPUSH <routing key> <json>`; with an ETA in the future,
 /// `ZADD <delayed_tasks_key> <ETA in unix ns> <json>` instead. The same bytes a Go producer
 /// writes, in the same keys, so Go workers consume what machinist sends and the other way round.
+/// The `RPUSH` joins the connection's write queue: the pushes, acks, fetches and state writes
+/// of concurrent tasks go out as one pipeline per round (`batch.rs`), each caller still
+/// getting its own outcome.
 ///
 /// ## Delayed tasks
 ///
@@ -47,13 +51,15 @@ use crate::scripts;
 /// cluster slot:
 ///
 /// 1. A fetch moves messages queue → processing atomically: one `FETCH` script per round
-///    moves up to the free prefetch (`LMOVE` in a loop), queues in priority order. When every
+///    moves up to the free prefetch (`LRANGE`, `LTRIM`, `RPUSH`: what that many
+///    `LMOVE`s would do), queues in priority order; its `EVALSHA` joins the write queue. When every
 ///    queue is empty the consumer blocks with `BLMOVE` on its **own connection**: on the only
 ///    queue for `block_timeout` (1 s), or with several queues on the first one for
 ///    `multi_queue_block` (250 ms) before looking at all of them again — so an idle consumer
 ///    picks up a message on a secondary queue within that time.
 /// 2. The message is handed to the worker. The worker acknowledges only after the task's
-///    state is stored; `ack` is `LREM` from the processing list. `nack(requeue)` puts it back
+///    state is stored; `ack` is `LREM` from the processing list (through the write queue,
+///    so the acks of concurrent tasks share a request). `nack(requeue)` puts it back
 ///    at the queue's **front** (`REQUEUE`); `nack(false)` removes it; `dead_letter`
 ///    moves it to `<prefix>:dead:{<queue>}` as `{"reason":…,"body":…}` (`DEAD_LETTER`).
 ///    A delivery dropped undecided is requeued at once.
@@ -72,7 +78,8 @@ use crate::scripts;
 /// entry (returning anything still in its processing lists).
 ///
 /// Go producers and Go workers on the same queues keep working: they `RPUSH` and `BLPOP` the
-/// bare queue key, which machinist only ever `LMOVE`s from and `LPUSH`/`RPUSH`es to.
+/// bare queue key, which machinist only ever moves messages from (`FETCH`, `BLMOVE`) and
+/// `LPUSH`/`RPUSH`es to.
 ///
 #[derive(Clone)]
 pub struct RedisBroker {
@@ -175,9 +182,8 @@ impl Broker for RedisBroker {
         if self.inner.closed.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        let mut c = self.c();
-        let now = Utc::now();
-        if let Some(eta) = signature.eta.filter(|eta| *eta > now) {
+        if let Some(eta) = signature.eta.filter(|eta| *eta > Utc::now()) {
+            let mut c = self.c();
             let key = &self.options().delayed_tasks_key;
             redis::cmd("ZADD")
                 .arg(key)
@@ -194,8 +200,11 @@ impl Broker for RedisBroker {
         } else {
             signature.routing_key.as_str()
         };
-        c.rpush::<_, _, ()>(queue, body.as_ref())
+        self.inner
+            .conn
+            .batched([command(&[b"RPUSH", queue.as_bytes(), &body])])
             .await
+            .map(drop)
             .map_err(|e| RedisError::redis("publishing", queue, e).into_broker())
     }
 
@@ -516,10 +525,12 @@ async fn run_op(
             .ok_or_else(|| RedisError::corrupt("settling", "unknown queue index"))
     };
     match op {
+        // The ack, coalesced with other tasks' writes (`batch.rs`).
         Op::Remove { queue, body } => {
             let k = q(*queue)?;
-            c.lrem::<_, _, ()>(&k.processing, 1, body.as_ref())
+            conn.batched([command(&[b"LREM", k.processing.as_bytes(), b"1", body])])
                 .await
+                .map(drop)
                 .map_err(|e| RedisError::redis("acknowledging", &k.processing, e))
         }
         Op::Requeue { queue, body } => {
@@ -755,24 +766,50 @@ impl Consumer for RedisConsumer {
     }
 }
 
+/// One [`FETCH`](scripts::FETCH) of up to `want` messages from `q`: an `EVALSHA` coalesced
+/// with other requests (`batch.rs`); when the server does not have the script (`NOSCRIPT`:
+/// first use, or a restarted Redis), sent on its own, which loads it.
+async fn fetch_from(
+    conn: &RedisConnection,
+    q: &QueueKeys,
+    want: usize,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let want_arg = want.to_string();
+    let evalsha = command(&[
+        b"EVALSHA",
+        scripts::FETCH.get_hash().as_bytes(),
+        b"2",
+        q.name.as_bytes(),
+        q.processing.as_bytes(),
+        want_arg.as_bytes(),
+    ]);
+    match conn.batched([evalsha]).await {
+        Ok(messages) => Ok(redis::from_redis_value(messages)?),
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let mut c = conn.conn();
+            scripts::FETCH
+                .key(&q.name)
+                .key(&q.processing)
+                .arg(want)
+                .invoke_async(&mut c)
+                .await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// One fetch: a [`FETCH`](scripts::FETCH) script per queue in priority order until `n`
 /// messages are taken; if none were, one `BLMOVE` on the first queue (on `blocking`, the
 /// dedicated connection, opened if needed). Returns the connection to reuse, or `None` after
 /// an error.
 async fn fetch_round(shared: Arc<Shared>, n: usize, blocking: Option<Conn>) -> FetchResult {
-    let mut c = shared.conn.conn();
     let mut out = Vec::new();
     for (i, q) in shared.queues.iter().enumerate() {
         let want = n - out.len();
         if want == 0 {
             break;
         }
-        let got: std::result::Result<Vec<Vec<u8>>, _> = scripts::FETCH
-            .key(&q.name)
-            .key(&q.processing)
-            .arg(want)
-            .invoke_async(&mut c)
-            .await;
+        let got = fetch_from(&shared.conn, q, want).await;
         match got {
             Ok(messages) => out.extend(messages.into_iter().map(|m| (i, Bytes::from(m)))),
             // What was taken so far is already in the processing lists: hand it out.

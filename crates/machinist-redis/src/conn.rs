@@ -7,15 +7,20 @@
 //! pipelined behind it; and redis-rs times replies out after 500 ms by default, shorter than the
 //! block. The blocking connection's reply timeout is the block plus the ordinary timeout.
 //!
+//! Write queue: a standalone or Sentinel connection carries a [`Batcher`] (`batch.rs`) that
+//! sends the hot-path commands of concurrent tasks as one pipeline per round
+//! ([`RedisConnection::batched`]); a cluster connection sends each caller's commands as their
+//! own request.
+//!
 //! Outages: [`Outage`] makes "Redis went away" one warning and "Redis is back" one info line,
 //! however many loops notice it; [`Backoff`] spaces the retries (100 ms doubling to 5 s, with
 //! jitter), so nothing spins while Redis is down.
 //!
 //! Sentinel: [`SentinelConn`] asks the sentinels for the master's address whenever it has no
 //! connection, and drops its connection on any error that may mean "this is no longer the
-//! master" (I/O, refused, timeout, `READONLY`, `MASTERDOWN`), so the command after a failover
-//! goes to the promoted replica. Blocking and pub/sub connections resolve the master the same
-//! way each time they are opened.
+//! master" (I/O, refused, timeout, `READONLY`, `MASTERDOWN`, also as one reply of a
+//! pipeline), so the command after a failover goes to the promoted replica. Blocking and
+//! pub/sub connections resolve the master the same way each time they are opened.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::batch::Batcher;
 use crate::error::RedisError;
 use crate::options::RedisOptions;
 
@@ -258,8 +264,17 @@ impl ConnectionLike for SentinelConn {
         Box::pin(async move {
             let (generation, mut conn) = self.connection().await?;
             let result = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &result {
-                self.failed(generation, e);
+            match &result {
+                Err(e) => self.failed(generation, e),
+                // A pipeline's server errors come back as replies (`READONLY` from a demoted
+                // master, `MASTERDOWN` …): they mean a failover too.
+                Ok(replies) => {
+                    for reply in replies {
+                        if let Value::ServerError(e) = reply {
+                            self.failed(generation, &redis::RedisError::from(e.clone()));
+                        }
+                    }
+                }
             }
             result
         })
@@ -328,6 +343,8 @@ struct ConnInner {
     options: RedisOptions,
     conn: Conn,
     outage: Arc<Outage>,
+    /// Coalesces the hot-path writes (`batch.rs`); `None` in a cluster.
+    batcher: Option<Batcher>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -356,11 +373,16 @@ impl RedisConnection {
             RedisError::redis(what, "", e)
         })?;
         let outage = Arc::new(Outage::new(options.describe()));
+        let batcher = match &conn {
+            Conn::Cluster(_) => None,
+            _ => Some(Batcher::new(conn.clone())),
+        };
         Ok(RedisConnection {
             inner: Arc::new(ConnInner {
                 options,
                 conn,
                 outage,
+                batcher,
             }),
         })
     }
@@ -373,6 +395,19 @@ impl RedisConnection {
     /// A handle on the shared connection.
     pub(crate) fn conn(&self) -> Conn {
         self.inner.conn.clone()
+    }
+
+    /// Sends `cmds` (in order, contiguous) together with the commands other callers queue
+    /// meanwhile, in one request per round (`batch.rs`); in a cluster, as a request of their
+    /// own. Returns the last command's reply, or the first error among these commands.
+    pub(crate) async fn batched(
+        &self,
+        cmds: impl IntoIterator<Item = Cmd>,
+    ) -> redis::RedisResult<Value> {
+        match &self.inner.batcher {
+            Some(batcher) => batcher.run(cmds).await,
+            None => crate::batch::direct(self.conn(), cmds).await,
+        }
     }
 
     pub(crate) fn outage(&self) -> &Arc<Outage> {

@@ -25,6 +25,7 @@
 //! |---|---|
 //! | `options` | [`RedisOptions`]: Go's URL forms (`redis://`, `rediss://`, `redis+socket://`, multi-host cluster), Sentinel, TLS files and the knobs |
 //! | `conn` | [`RedisConnection`]: the shared auto-reconnecting connection (standalone, cluster, or the master named by Sentinel); dedicated connections for blocking pops and pub/sub; outage logging and back-off |
+//! | `batch` | the shared connection's write queue: the hot-path requests of concurrent tasks (PENDING, push, merge `GET`, state `SET`s, fetch, ack) sent as one pipeline per round |
 //! | `keys` | the keys machinist adds, with cluster hash tags |
 //! | `scripts` | every Lua script, each making one step atomic |
 //! | `broker` | [`RedisBroker`]: Go's queues and delayed set, consumed at-least-once |
@@ -57,7 +58,7 @@
 //!
 //! | script | keys | what |
 //! |---|---|---|
-//! | fetch | queue, processing | move up to N messages queue → processing (`LMOVE` loop) |
+//! | fetch | queue, processing | move up to N messages queue → processing (`LRANGE`, `LTRIM`, `RPUSH`: N `LMOVE`s in three commands) |
 //! | requeue | processing, queue | `LREM` one message; if it was there, `LPUSH` it back to the queue |
 //! | dead-letter | processing, dead | `LREM` one message; if it was there, `RPUSH` its record (trimmed) |
 //! | reap | processing, queue | move a whole processing list back to the queue's front, in order |
@@ -144,7 +145,7 @@
 //! ## Go interop
 //!
 //! Go producers and workers need nothing changed. They `RPUSH`/`BLPOP` the bare queue list
-//! machinist `LMOVE`s from; they read states machinist wrote (Go's key order and escaping,
+//! machinist moves messages from; they read states machinist wrote (Go's key order and escaping,
 //! `TTL` present); their delayed tasks are moved by machinist's mover and theirs alike; their
 //! redsync chord mutex is honoured; their periodic lock keys and values are the same.
 //!
@@ -155,8 +156,14 @@
 //! * Go moves one delayed task per 500 ms round with `WATCH`/`MULTI`; machinist moves up to a
 //!   batch per script and sleeps until the next due score.
 //! * Go reads the stored state before every state write (`GET` then `SET`); machinist's worker
-//!   reads it once per task and sends RECEIVED and STARTED in one round trip (two `SET`s,
-//!   pipelined), SUCCESS/FAILURE with its announcement in another.
+//!   reads it once per task and sends RECEIVED and STARTED in one request (two `SET`s),
+//!   SUCCESS/FAILURE with its announcement in another.
+//! * Go's pool sends each command as its own request; machinist queues the hot-path commands
+//!   of all concurrent tasks (PENDING and push, merge `GET`, state `SET`s, fetch, ack) and sends
+//!   whatever is queued as one pipeline per round on the shared connection, so under load the
+//!   writes of dozens of tasks cost one request; a lone request is sent at once. Each caller
+//!   still gets its own outcome. In a cluster (pipelines are single-slot there) each caller's
+//!   commands are sent as their own request.
 //! * Go's chord trigger takes the global redsync mutex; machinist's script only checks it
 //!   (standalone) and keeps the group key's expiry instead of refreshing it.
 //! * A stored state of the wrong Redis type is a clear [`RedisError::WrongType`], not a Go
@@ -180,6 +187,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod batch;
 mod broker;
 mod conn;
 mod error;

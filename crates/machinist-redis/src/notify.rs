@@ -1,10 +1,10 @@
 //! Pushed result waits: [`Notices`] wakes [`Backend::wait_for_change`] callers when the state
 //! they wait for is written, instead of letting them sleep a poll interval.
 //!
-//! * **Write path.** Every SUCCESS or FAILURE write (the
-//!   [`SET_STATE`](crate::scripts::SET_STATE) script) also runs
-//!   `PUBLISH <prefix>:state:<uuid> <STATE>` inside the script: no extra round trip, and with
-//!   nobody subscribed Redis only looks the channel up. That is one announcement per task,
+//! * **Write path.** Every SUCCESS or FAILURE write also sends
+//!   `PUBLISH <prefix>:state:<uuid> <STATE>`: in the same request as the worker's `SET`, or
+//!   inside the [`SET_STATE`](crate::scripts::SET_STATE) script for a bare `set_state`. No
+//!   extra round trip, and with nobody subscribed Redis only looks the channel up. That is one announcement per task,
 //!   what result waiters wait for; the intermediate states (RECEIVED, STARTED, RETRY) and
 //!   PENDING announce nothing (three more `PUBLISH`es per task cost about a tenth of the
 //!   worker's throughput) and are seen by the fallback poll.

@@ -5,7 +5,7 @@
 //!
 //! | script | keys | what |
 //! |---|---|---|
-//! | [`FETCH`] | queue, processing | move up to N messages queue → processing (`LMOVE` loop) |
+//! | [`FETCH`] | queue, processing | move up to N messages queue → processing (`LRANGE`, `LTRIM`, `RPUSH`) |
 //! | [`REQUEUE`] | processing, queue | remove one message from processing; if it was there, push it back to the queue's front |
 //! | [`DEAD_LETTER`] | processing, dead | remove one message from processing; if it was there, append its dead-letter record (trimmed) |
 //! | [`REAP`] | processing, queue | move a whole processing list back to the queue's front, in order |
@@ -21,15 +21,19 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: queue, processing. ARGV: n. Returns the moved messages, oldest first.
+/// KEYS: queue, processing. ARGV: n. Moves up to n messages from the queue's head to the
+/// processing list's tail and returns them, oldest first: what n `LMOVE … LEFT RIGHT` do, in
+/// three commands whatever n (`LRANGE`, `LTRIM`, `RPUSH`), atomically.
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not m then break end
-  out[i] = m
+local n = tonumber(ARGV[1])
+if n < 1 then return {} end
+local out = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #out == 0 then return out end
+redis.call('LTRIM', KEYS[1], #out, -1)
+for i = 1, #out, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
 end
 return out
 ",

@@ -134,3 +134,66 @@ async fn without_a_stored_state_writes_are_stored_as_they_are() {
     );
     assert!(ctx.created_at.is_none());
 }
+
+/// Concurrent writers share requests (the connection's write queue sends what they queued as
+/// one pipeline per round) but keep their own outcome: the write whose merge `GET` meets a key
+/// of the wrong type fails for its caller alone, every other write of the same moment lands,
+/// each task's RECEIVED before its STARTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_keep_their_own_outcome() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let ns = unique("shared");
+    let cfg = config(&ns);
+    let backend = RedisBackend::connect(options(&redis.url(), &ns, &cfg))
+        .await
+        .unwrap();
+    let mut c = raw(&redis.url()).await;
+    let bad = format!("task_{ns}_bad");
+    let _: () = c.rpush(&bad, "not a state").await.unwrap();
+    let mut uuids: Vec<String> = (0..64).map(|i| format!("task_{ns}_{i}")).collect();
+    uuids.insert(32, bad.clone());
+    for uuid in uuids.iter().step_by(2).filter(|u| **u != bad) {
+        let pending = TaskState::pending(uuid, "add").to_vec().unwrap();
+        let _: () = c.set_ex(uuid, pending, 3600).await.unwrap();
+    }
+
+    // Polled together, so they queue in the same rounds.
+    let outcomes = futures_util::future::join_all(uuids.iter().map(|uuid| {
+        let backend = backend.clone();
+        async move {
+            let mut sig = Signature::new("add");
+            sig.uuid.clone_from(uuid);
+            let mut ctx = StateContext::of(&sig);
+            backend
+                .set_task_states(
+                    &mut ctx,
+                    &[TaskState::received(uuid), TaskState::started(uuid)],
+                )
+                .await
+        }
+    }))
+    .await;
+
+    for (uuid, outcome) in uuids.iter().zip(outcomes) {
+        if *uuid == bad {
+            let e = outcome.expect_err("the merge GET meets a list");
+            assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+            continue;
+        }
+        outcome.unwrap_or_else(|e| panic!("{uuid}: {e}"));
+        let stored: String = c.get(uuid).await.unwrap();
+        let state = TaskState::from_slice(stored.as_bytes()).unwrap();
+        assert_eq!(state.state, machinist_core::State::Started, "{uuid}");
+        let had_pending = uuids.iter().step_by(2).any(|u| u == uuid);
+        assert_eq!(state.task_name == "add", had_pending, "{uuid}: {stored}");
+        assert_eq!(state.created_at.is_some(), had_pending, "{uuid}: {stored}");
+    }
+    let kind: String = redis::cmd("TYPE")
+        .arg(&bad)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(kind, "list", "the failed write stored nothing");
+}
