@@ -21,9 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::error::AmqpError;
@@ -120,7 +123,9 @@ pub(crate) struct Shared {
     pub(crate) operation_timeout: Duration,
     connecting: tokio::sync::Mutex<()>,
     live: Mutex<Option<Live>>,
-    publish: Mutex<Option<(u64, Channel)>>,
+    /// The shared publish channel and its connection's generation (an `Arc`: a lapin
+    /// `Channel` clone is a dozen reference counts, and every publish takes one).
+    publish: Mutex<Option<(u64, Arc<Channel>)>>,
     idle: Mutex<Vec<OpChannel>>,
     declared: Mutex<HashMap<String, (u64, Instant)>>,
     generations: AtomicU64,
@@ -236,7 +241,7 @@ impl Shared {
     }
 
     /// The shared publisher-confirm channel.
-    pub(crate) async fn publish_channel(&self) -> Result<Channel, AmqpError> {
+    pub(crate) async fn publish_channel(&self) -> Result<Arc<Channel>, AmqpError> {
         let live = self.connection().await?;
         {
             let publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,19 +249,19 @@ impl Shared {
                 && *generation == live.generation
                 && channel.status().connected()
             {
-                return Ok(channel.clone());
+                return Ok(Arc::clone(channel));
             }
         }
-        let channel = self.open_channel(&live).await?;
+        let channel = Arc::new(self.open_channel(&live).await?);
         let mut publish = self.publish.lock().unwrap_or_else(|p| p.into_inner());
         // Another caller may have opened one meanwhile: keep the first, drop ours.
         if let Some((generation, existing)) = publish.as_ref()
             && *generation == live.generation
             && existing.status().connected()
         {
-            return Ok(existing.clone());
+            return Ok(Arc::clone(existing));
         }
-        *publish = Some((live.generation, channel.clone()));
+        *publish = Some((live.generation, Arc::clone(&channel)));
         Ok(channel)
     }
 
@@ -384,24 +389,35 @@ impl Shared {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection: the channels this adapter holds first, then the connection (see
+    /// [`close_gracefully`]).
     pub(crate) async fn close(&self) {
         self.closed.cancel();
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.publish
+        if let Some((live, channels)) = self.take_all() {
+            close_gracefully(&live.conn, channels).await;
+        }
+    }
+
+    /// Takes the live connection and the channels held for it (the publish channel and the
+    /// idle pool), leaving none.
+    fn take_all(&self) -> Option<(Live, Vec<Channel>)> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let mut channels: Vec<Channel> = self
+            .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        if let Some(live) = live
-            && live.conn.status().connected()
+            .drain(..)
+            .map(|op| op.channel)
+            .collect();
+        if let Some((_, channel)) = self
+            .publish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
         {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                live.conn.close(200, "machinist closing".into()),
-            )
-            .await;
+            channels.push(Arc::unwrap_or_clone(channel));
         }
+        Some((live, channels))
     }
 }
 
@@ -414,8 +430,21 @@ pub(crate) async fn publish_on(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<bool, AmqpError> {
-    let what = || format!("publishing to {exchange:?} with routing key {routing_key:?}");
-    let confirm = channel
+    let confirm = send_publish(channel, exchange, routing_key, body, props).await?;
+    confirmed(confirm, exchange, routing_key).await
+}
+
+/// Sends a `mandatory` publish on `channel`; returns once its frames are written (lapin sends
+/// pending method frames of every channel before publishes: what is sent on the channel after
+/// this returns reaches RabbitMQ after the message).
+pub(crate) async fn send_publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<PublisherConfirm, AmqpError> {
+    channel
         .basic_publish(
             short(exchange)?,
             short(routing_key)?,
@@ -427,37 +456,77 @@ pub(crate) async fn publish_on(
             props,
         )
         .await
-        .map_err(|e| AmqpError::amqp(what(), e))?;
-    match confirm.await.map_err(|e| AmqpError::amqp(what(), e))? {
+        .map_err(|e| AmqpError::amqp(publishing(exchange, routing_key), e))
+}
+
+/// Waits for the confirm of a [`send_publish`]: `Ok(true)` when the message came back
+/// unroutable.
+pub(crate) async fn confirmed(
+    confirm: PublisherConfirm,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<bool, AmqpError> {
+    match confirm
+        .await
+        .map_err(|e| AmqpError::amqp(publishing(exchange, routing_key), e))?
+    {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(false),
         Confirmation::Ack(Some(_)) => Ok(true),
-        Confirmation::Nack(_) => Err(AmqpError::Nacked { what: what() }),
+        Confirmation::Nack(_) => Err(AmqpError::Nacked {
+            what: publishing(exchange, routing_key),
+        }),
     }
 }
 
-/// Closes `conn` with `connection.close` on the current runtime, if there is one and the
-/// connection is still open (RabbitMQ otherwise logs "client unexpectedly closed TCP
-/// connection").
-pub(crate) fn close_in_background(conn: Arc<Connection>) {
-    if !conn.status().connected() {
-        return;
+fn publishing(exchange: &str, routing_key: &str) -> String {
+    format!("publishing to {exchange:?} with routing key {routing_key:?}")
+}
+
+/// Closes `channels`, then `conn`, each bounded (5 s), each only if still open.
+///
+/// Why in this order, and awaited: lapin closes a channel whose last handle is dropped from a
+/// task of its own, which fails — logging "ERROR lapin::channels: Connection error: invalid
+/// channel state: Closing" — when the connection started closing meanwhile. Closing the
+/// channels first, and holding their handles until they are closed, leaves nothing for lapin
+/// to close behind our back. (Without `connection.close` at all, RabbitMQ would log "client
+/// unexpectedly closed TCP connection".)
+pub(crate) async fn close_gracefully(conn: &Connection, channels: Vec<Channel>) {
+    let bound = Duration::from_secs(5);
+    futures_util::future::join_all(
+        channels
+            .iter()
+            .filter(|c| c.status().connected())
+            .map(|c| tokio::time::timeout(bound, c.close(200, "machinist closing".into()))),
+    )
+    .await;
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(bound, conn.close(200, "machinist closing".into())).await;
     }
+    drop(channels);
+}
+
+/// Runs `fut` on a task of the current runtime, if there is one (from a `Drop`), tracked by
+/// `tracker` when given.
+pub(crate) fn in_background(
+    tracker: Option<&TaskTracker>,
+    fut: impl Future<Output = ()> + Send + 'static,
+) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                conn.close(200, "machinist closing".into()),
-            )
-            .await;
-        });
+        match tracker {
+            Some(tracker) => drop(tracker.spawn_on(fut, &handle)),
+            None => drop(handle.spawn(fut)),
+        }
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(live) = live {
-            close_in_background(live.conn);
+        if let Some((live, channels)) = self.take_all()
+            && live.conn.status().connected()
+        {
+            in_background(None, async move {
+                close_gracefully(&live.conn, channels).await;
+            });
         }
     }
 }

@@ -18,8 +18,9 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, ExchangeKind};
+use tracing::debug;
 
-use crate::conn::{OpChannel, publish_on};
+use crate::conn::{OpChannel, confirmed, send_publish};
 use crate::error::AmqpError;
 use crate::options::{AmqpOptions, short, to_table};
 
@@ -167,12 +168,31 @@ pub(crate) fn delay_queue(options: &AmqpOptions, ms: i64, routing_key: &str) -> 
 }
 
 /// Declares a delay queue (durable, auto-delete = `auto_delete`), binds it with its own name
-/// (as Go's `delay` does) and publishes `body` to it, the three pipelined on one confirm-mode
-/// channel: RabbitMQ handles them in order, so the declaration — which renews the queue's
-/// `x-expires` lease (2×delay; the queue goes with its messages when it lapses) — lands right
-/// before the message. Declaring, then publishing a round trip later, can lose a message with a
-/// short delay: the lease may lapse before its message does. `Ok(true)` when the message came
-/// back unroutable.
+/// (as Go's `delay` does) and publishes `body` to it, pipelined on one confirm-mode channel,
+/// then — for a per-delay queue — declares it once more as soon as the publish is on the wire.
+/// `Ok(true)` when the message came back unroutable (the queue lapsed before the publish and
+/// took no copy: publish again). A 404 on the binding (the queue lapsed between its
+/// declaration and the binding) closes the channel, and nothing was published either.
+///
+/// Why the second declaration: a per-delay queue expires `x-expires` = 2×delay after its last
+/// declaration (a `queue.declare` that waits for its answer makes the queue process restart
+/// its expiry timer; a publish does not) and takes its messages with it, while a message's
+/// `x-message-ttl` runs from when the queue process *enqueues* it. A publish that reaches the
+/// queue more than one delay after the declaration — RabbitMQ busy, or the publish waiting in
+/// lapin, which writes every channel's pending method frames before any publish — would
+/// outlive its queue and be lost, although confirmed (a queue that expires confirms what it
+/// held). RabbitMQ runs a channel's frames in order, and both the publish (a cast) and the
+/// declaration (a call) go from the channel process to the queue process, so a declaration
+/// written after the publish reaches the queue process after the message (or, having
+/// priority, just before it in the same turn): the lease then runs from the enqueue on, and
+/// the queue outlives its message by about one delay.
+///
+/// What no client can prevent: a publish that reaches the queue 2×delay or more after the
+/// last declaration finds it expiring (its timer already fired), and RabbitMQ routes it to
+/// the dying queue — lost, confirmed. Hence [`crate::broker`]'s minimum delay of 50 ms. The
+/// arguments stay Go's (a Go peer declaring the same queue must not get a 406); only the
+/// number of declarations differs. The single `delayed_queue` has no `x-expires` and is
+/// declared once.
 pub(crate) async fn delay_and_publish(
     op: &mut OpChannel,
     options: &AmqpOptions,
@@ -180,19 +200,20 @@ pub(crate) async fn delay_and_publish(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<bool, AmqpError> {
+    let renew = delay.expiration.is_none();
     op.declared();
     op.declared();
-    let channel = op.channel.clone();
+    if renew {
+        op.declared();
+    }
+    let channel = &op.channel;
     let name = short(&delay.name)?;
-    let declare = channel.queue_declare(
-        name.clone(),
-        QueueDeclareOptions {
-            durable: true,
-            auto_delete: options.auto_delete,
-            ..QueueDeclareOptions::default()
-        },
-        delay.args.clone(),
-    );
+    let declare_options = QueueDeclareOptions {
+        durable: true,
+        auto_delete: options.auto_delete,
+        ..QueueDeclareOptions::default()
+    };
+    let declare = channel.queue_declare(name.clone(), declare_options, delay.args.clone());
     let bind = async {
         if options.exchange.is_empty() {
             return Ok(());
@@ -208,7 +229,28 @@ pub(crate) async fn delay_and_publish(
             .await
             .map_err(|e| AmqpError::amqp(format!("binding delay queue {:?}", delay.name), e))
     };
-    let publish = publish_on(&channel, &options.exchange, &delay.name, body, props);
+    let publish = async {
+        let confirm = send_publish(channel, &options.exchange, &delay.name, body, props).await?;
+        let renewal = async {
+            if renew {
+                channel
+                    .queue_declare(name.clone(), declare_options, delay.args.clone())
+                    .await
+                    .map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        let (returned, renewed) =
+            tokio::join!(confirmed(confirm, &options.exchange, &delay.name), renewal);
+        if let Err(e) = renewed {
+            // Same arguments as the declaration that succeeded: only a channel that died
+            // meanwhile fails here; if the publish was confirmed, publishing again would make
+            // a duplicate.
+            debug!(queue = %delay.name, "renewing the delay queue's lease after the publish: {e}");
+        }
+        returned
+    };
     let (declared, bound, published) = tokio::join!(declare, bind, publish);
     declared.map_err(|e| {
         let e = AmqpError::amqp(format!("declaring delay queue {:?}", delay.name), e);

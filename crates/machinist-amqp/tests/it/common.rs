@@ -134,7 +134,9 @@ pub async fn wait_for_consumer(conn: &Connection, queue: &str) {
     .await;
 }
 
-/// Deletes queues and exchanges (best effort).
+/// Deletes queues and exchanges (best effort). Each channel is closed before the connection
+/// (a channel merely dropped is closed by lapin in the background, which logs an error when
+/// the connection is closing by then).
 pub async fn cleanup(url: &str, queues: &[String], exchanges: &[String]) {
     let conn = raw(url).await;
     for q in queues {
@@ -142,6 +144,7 @@ pub async fn cleanup(url: &str, queues: &[String], exchanges: &[String]) {
             let _ = ch
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await;
+            close_channel(&ch).await;
         }
     }
     for x in exchanges {
@@ -149,9 +152,17 @@ pub async fn cleanup(url: &str, queues: &[String], exchanges: &[String]) {
             let _ = ch
                 .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
+            close_channel(&ch).await;
         }
     }
     let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Closes `ch` if RabbitMQ has not (a refused operation closes it).
+pub async fn close_channel(ch: &lapin::Channel) {
+    if ch.status().connected() {
+        let _ = ch.close(200, "bye".into()).await;
+    }
 }
 
 /// A config for tests: no signal handling, a named default queue, short shutdown.

@@ -7,8 +7,10 @@
 mod bad_input;
 mod common;
 mod conformance;
+mod delays;
 mod interop;
 mod other_broker;
 mod restart;
+mod shutdown;
 mod throughput;
 mod tls;
