@@ -73,13 +73,6 @@ bench() {
 }
 
 AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
-amqp_up() {
-    local hp="${AMQP_URL#*://}"
-    hp="${hp%%/*}"
-    hp="${hp##*@}"
-    [[ "$hp" == *:* ]] || hp="$hp:5672"
-    (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
-}
 
 : > "$out/commands.txt"
 for run in $(seq 1 "$REPEAT"); do

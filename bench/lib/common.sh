@@ -3,6 +3,7 @@
 #   start_private_redis     starts redis-server on a free loopback port in a temp directory
 #                           (no persistence); sets REDIS_PORT, REDIS_URL; stopped by
 #                           stop_private_redis (the scripts call it from an EXIT trap).
+#   amqp_up                 true when something answers at AMQP_URL's host and port.
 #   ensure_venv DIR PKG...  makes DIR a virtualenv (python3 -m venv) and pip-installs PKG...
 #                           from PyPI into it unless already there.
 
@@ -42,6 +43,14 @@ stop_private_redis() {
         rm -rf "$REDIS_DIR"
         REDIS_DIR=
     fi
+}
+
+amqp_up() {
+    local hp="${AMQP_URL#*://}"
+    hp="${hp%%/*}"
+    hp="${hp##*@}"
+    [[ "$hp" == *:* ]] || hp="$hp:5672"
+    (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
 }
 
 ensure_venv() {
