@@ -213,6 +213,9 @@ pub async fn amqp_floor(
         let _ = ch
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await;
+        // Channels closed before their connection: lapin logs an error for a channel dropped
+        // while its connection closes.
+        let _ = ch.close(200, "bye".into()).await;
     }
     let _ = producer.close(200, "bye".into()).await;
     let _ = consumer.close(200, "bye".into()).await;
@@ -232,6 +235,21 @@ async fn amqp_loops(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let consumer_ch = consumer.create_channel().await?;
+    let measured = amqp_measure(&publisher, &consumer_ch, tasks, serial_tasks, body, queue).await;
+    let _ = publisher.close(200, "bye".into()).await;
+    let _ = consumer_ch.close(200, "bye".into()).await;
+    measured
+}
+
+/// The floor's loops on a confirm-mode publisher channel and a consumer channel.
+async fn amqp_measure(
+    publisher: &Channel,
+    consumer_ch: &Channel,
+    tasks: usize,
+    serial_tasks: usize,
+    body: &[u8],
+    queue: &str,
+) -> anyhow::Result<Floor> {
     consumer_ch
         .queue_declare(
             queue.into(),
@@ -249,7 +267,7 @@ async fn amqp_loops(
 
     // The producer side alone (no consumer yet), then emptied, untimed.
     let started = Instant::now();
-    publish_confirmed(&publisher, queue, tasks, body, &properties).await?;
+    publish_confirmed(publisher, queue, tasks, body, &properties).await?;
     let enqueue = tasks as f64 / started.elapsed().as_secs_f64();
     consumer_ch
         .queue_purge(queue.into(), QueuePurgeOptions::default())
@@ -271,7 +289,7 @@ async fn amqp_loops(
 
     // Warm the connection and the queue a little, untimed.
     amqp_pipelined(
-        &publisher,
+        publisher,
         &mut consumer,
         queue,
         2 * BATCH,
@@ -281,7 +299,7 @@ async fn amqp_loops(
     .await?;
 
     let started = Instant::now();
-    amqp_pipelined(&publisher, &mut consumer, queue, tasks, body, &properties).await?;
+    amqp_pipelined(publisher, &mut consumer, queue, tasks, body, &properties).await?;
     let pipelined = tasks as f64 / started.elapsed().as_secs_f64();
 
     let mut samples = Vec::with_capacity(serial_tasks);
@@ -291,7 +309,7 @@ async fn amqp_loops(
         // At once, as a worker and a producer are: RabbitMQ confirms a persistent message when
         // it is on disk or when a consumer acknowledged it, whichever comes first.
         tokio::try_join!(
-            publish_confirmed(&publisher, queue, 1, body, &properties),
+            publish_confirmed(publisher, queue, 1, body, &properties),
             receive_and_ack(&mut consumer),
         )?;
         samples.push(t.elapsed());
