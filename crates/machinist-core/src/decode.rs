@@ -264,15 +264,26 @@ impl<'a> Reader<'a> {
             }
             self.ws();
             member(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.object_ends()? {
+                return Some(());
             }
+        }
+    }
+
+    /// After an object's member: consumes the `,` before the next one (`false`) or the closing
+    /// `}` (`true`); anything else ends the fast path.
+    fn object_ends(&mut self) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.pos += 1;
+                Some(false)
+            }
+            b'}' => {
+                self.pos += 1;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
@@ -309,14 +320,8 @@ impl<'a> Reader<'a> {
             };
             self.ws();
             member(self, field)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.object_ends()? {
+                return Some(());
             }
         }
     }

@@ -600,28 +600,17 @@ impl Worker {
                     Box::pin(self.retry(delivery, sig, &mut state_ctx, task_metrics, after)).await;
                 }
             }
-            Err(TaskError::Fatal(text)) => {
+            Err(TaskError::Failed(text)) if sig.retry_count > 0 => {
+                let mut sig = ctx.into_signature();
+                sig.retry_count -= 1;
+                sig.retry_timeout = retry::fibonacci_next(sig.retry_timeout);
+                let delay = Duration::from_secs(u64::try_from(sig.retry_timeout).unwrap_or(1));
+                info!(uuid = %sig.uuid, error = %text, "task failed, retrying in {delay:?}");
+                Box::pin(self.retry(delivery, sig, &mut state_ctx, task_metrics, delay)).await;
+            }
+            Err(TaskError::Fatal(text) | TaskError::Failed(text)) => {
                 Box::pin(self.finish_failed(delivery, sig, &mut state_ctx, task_metrics, &text))
                     .await;
-            }
-            Err(TaskError::Failed(text)) => {
-                if sig.retry_count > 0 {
-                    let mut sig = ctx.into_signature();
-                    sig.retry_count -= 1;
-                    sig.retry_timeout = retry::fibonacci_next(sig.retry_timeout);
-                    let delay = Duration::from_secs(u64::try_from(sig.retry_timeout).unwrap_or(1));
-                    info!(uuid = %sig.uuid, error = %text, "task failed, retrying in {delay:?}");
-                    Box::pin(self.retry(delivery, sig, &mut state_ctx, task_metrics, delay)).await;
-                } else {
-                    Box::pin(self.finish_failed(
-                        delivery,
-                        sig,
-                        &mut state_ctx,
-                        task_metrics,
-                        &text,
-                    ))
-                    .await;
-                }
             }
         }
     }

@@ -3,12 +3,11 @@
 //! directories) and stops and starts it in the middle of 1,000 tasks. The queue-deletion test
 //! runs on the shared RabbitMQ.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeleteOptions;
@@ -16,7 +15,9 @@ use machinist_amqp::{AmqpBackend, AmqpBroker};
 use machinist_core::memory::{MemoryBackend, MemoryLock};
 use machinist_core::{Backend, Server, Signature, State, Stopped, TaskState, task};
 
-use crate::common::{cleanup, config, options, poll_until, rabbit, raw, server, unique, within};
+use crate::common::{
+    Captured, cleanup, config, options, poll_until, rabbit, raw, server, unique, within,
+};
 
 /// A RabbitMQ node of our own on free loopback ports, in a temporary directory; stopped and
 /// removed on drop. (Also the TLS tests' node, with a `rabbitmq.conf`.)
@@ -149,34 +150,6 @@ impl Drop for PrivateNode {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Log lines written by the test's own runtime threads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        let text =
-            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
-        text.lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
     }
 }
 

@@ -8,7 +8,7 @@
 //! subscriber, and the other integration tests log errors on purpose. Skipped when RabbitMQ is
 //! not reachable.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
@@ -16,38 +16,9 @@ use lapin::{Connection, ConnectionProperties};
 use machinist_amqp::{AmqpBackend, AmqpBroker, AmqpOptions};
 use machinist_core::memory::MemoryLock;
 use machinist_core::{Backend, Config, Server, Signature, State};
+
+use crate::common::Captured;
 use tracing::Level;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Every event at `ERROR`, formatted.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 fn options(url: &str, ns: &str, config: &Config) -> AmqpOptions {
     AmqpOptions::from_url(url)
