@@ -172,6 +172,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs, with no credentials.
     fn describe(&self) -> String;
 
+    /// This backend as [`Any`](std::any::Any), for a broker that can work with it directly
+    /// ([`Broker::publish_pending`](crate::Broker::publish_pending)). The default, `None`, is
+    /// always correct; it only forgoes such shortcuts. A wrapper may return its inner
+    /// backend's, if it need not see the PENDING writes a broker then makes itself.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Releases connections.
     async fn close(&self) {}
 }

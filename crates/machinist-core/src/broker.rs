@@ -15,8 +15,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::backend::{Backend, StateContext};
 use crate::error::Result;
 use crate::signature::Signature;
+use crate::state::TaskState;
 
 /// Moves messages between producers and workers.
 #[async_trait]
@@ -26,6 +28,24 @@ pub trait Broker: Send + Sync + 'static {
     /// The routing key is already resolved ([`Broker::adjust_routing_key`]). With an ETA in the
     /// future the message becomes visible at the ETA.
     async fn publish(&self, signature: &Signature, body: Bytes) -> Result<()>;
+
+    /// Stores a task's PENDING `state` with `backend`, then publishes its message (as
+    /// [`Broker::publish`]): the message is never visible before its PENDING is stored, or a
+    /// fast worker's RECEIVED could be overwritten by it. The default awaits the state write,
+    /// then publishes. A broker that shares a connection with `backend` may send both in one
+    /// request, in that order: the Redis broker does, when `backend` is a Redis backend on its
+    /// own connection ([`Backend::as_any`]), so sending a task costs one round trip, not two.
+    async fn publish_pending(
+        &self,
+        backend: &dyn Backend,
+        ctx: &mut StateContext,
+        state: &TaskState,
+        signature: &Signature,
+        body: Bytes,
+    ) -> Result<()> {
+        backend.set_task_state(ctx, state).await?;
+        self.publish(signature, body).await
+    }
 
     /// Fills an empty routing key. The default (Go's base rule) uses `default_queue`; AMQP
     /// overrides it (binding key for direct exchanges).

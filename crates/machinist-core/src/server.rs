@@ -256,8 +256,13 @@ impl Server {
     pub async fn send_task(&self, mut sig: Signature) -> Result<AsyncResult> {
         self.prepare(&mut sig);
         let body = self.encode(&sig)?;
-        self.store_pending(&sig).await?;
-        self.inner.broker.publish(&sig, body).await?;
+        let pending = TaskState::pending(&sig.uuid, &sig.name);
+        let mut ctx = StateContext::of(&sig);
+        ctx.created_at = pending.created_at;
+        self.inner
+            .broker
+            .publish_pending(&*self.inner.backend, &mut ctx, &pending, &sig, body)
+            .await?;
         tracing::debug!(uuid = %sig.uuid, name = %sig.name, queue = %sig.routing_key, "sent task");
         Ok(AsyncResult::new(sig.uuid, self.inner.backend.clone()))
     }

@@ -187,6 +187,33 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
+    /// True when this backend writes through `conn` (the same socket and write queue).
+    pub(crate) fn shares(&self, conn: &RedisConnection) -> bool {
+        self.conn.same_as(conn)
+    }
+
+    /// The `SET` that stores a task's PENDING, exactly as [`Backend::set_task_state`] would send
+    /// it, with `ctx` learning its `TaskName` and `CreatedAt`: for a broker that sends it in
+    /// one request with the task's message.
+    pub(crate) fn pending_command(
+        &self,
+        ctx: &mut StateContext,
+        state: &TaskState,
+    ) -> Result<redis::Cmd> {
+        if state.created_at.is_some() {
+            ctx.task_name.clone_from(&state.task_name);
+            ctx.created_at = state.created_at;
+        }
+        let json = state.to_vec()?;
+        Ok(command(&[
+            b"SET",
+            state.task_uuid.as_bytes(),
+            &json,
+            b"EX",
+            self.ttl_arg.as_bytes(),
+        ]))
+    }
+
     /// The announcement channel of a state (`None`: none). Only final states are announced
     /// (what result waiters wait for): one `PUBLISH` per task; RECEIVED, STARTED and RETRY are
     /// seen by the poll.
@@ -526,6 +553,12 @@ impl Backend for RedisBackend {
 
     fn describe(&self) -> String {
         self.conn.options().describe()
+    }
+
+    /// `Some`: the Redis broker on the same connection sends a task's PENDING and its message
+    /// in one request ([`RedisBackend::pending_command`]).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -23,14 +23,19 @@
 //!   fill the next pipeline: under load the batch grows with the round-trip time (about 33
 //!   commands from 25 callers per round in the 64-task end-to-end bench, where fewer than 0.1%
 //!   of the requests went alone).
+//! * A caller may also **detach** ([`Batcher::detach`]: the ack's `LREM`): its commands are
+//!   queued the same way (never sent alone, so they are in the queue when the call returns),
+//!   and a callback gets their outcome on the writer's task instead of a waiting caller.
+//! * [`RequestStats`]: requests sent and the commands in them, for tests and metrics.
 //! * Each caller keeps its own outcome: a command of a caller that fails (`WRONGTYPE` …) is an
 //!   error for that caller only (the replies of a pipeline are per command); a connection
 //!   failure or timeout is the error of every caller of that round, who handle it as before
 //!   (an outage: settlements are kept for the heartbeat, state writes give the delivery back).
 //! * Order: a caller's commands are contiguous and in order in one pipeline, and rounds go out
-//!   in queue order on one connection. Callers that depend on an earlier write (a task's
-//!   PENDING before its push, RECEIVED/STARTED before SUCCESS, a state before the ack) await
-//!   it before queuing the next, as they would without batching.
+//!   in queue order on one connection. A task's PENDING and its push are one caller's two
+//!   commands, in that order. Callers that depend on an earlier write (RECEIVED/STARTED before
+//!   SUCCESS, a state before the ack) await it before queuing the next, as they would without
+//!   batching.
 //! * A caller that gives up waiting (its future dropped) does not withdraw its commands: they
 //!   are sent with the round, as a request already written to a socket would be.
 //! * Cluster: redis-rs sends a pipeline to one slot only, and concurrent tasks' keys live in
@@ -69,6 +74,19 @@ struct Queue {
     busy: AtomicUsize,
     /// Requests sent by their callers because nothing else was queued or in flight.
     alone: AtomicU64,
+    /// Requests sent (rounds and lone ones) and the commands in them.
+    sent: AtomicU64,
+    sent_commands: AtomicU64,
+}
+
+/// How many requests a connection's write queue sent and how many commands they carried
+/// ([`RedisConnection::requests`](crate::RedisConnection::requests)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// Requests written to the socket: pipelines of coalesced callers, and lone requests.
+    pub requests: u64,
+    /// Commands in those requests.
+    pub commands: u64,
 }
 
 #[derive(Default)]
@@ -97,7 +115,30 @@ struct Segment {
 struct Waiter {
     start: usize,
     count: usize,
-    reply: oneshot::Sender<RedisResult<Value>>,
+    reply: Reply,
+}
+
+/// Where a caller's outcome goes.
+enum Reply {
+    /// To a caller awaiting it ([`Batcher::run`]).
+    Waiting(oneshot::Sender<RedisResult<Value>>),
+    /// To a callback run by the writer ([`Batcher::detach`]).
+    Detached(Detached),
+}
+
+/// What a detached caller does with its outcome; run on the writer's task, so it must be quick
+/// (record, log) and never block.
+pub(crate) type Detached = Box<dyn FnOnce(RedisResult<Value>) + Send>;
+
+impl Reply {
+    fn send(self, out: RedisResult<Value>) {
+        match self {
+            Reply::Waiting(tx) => {
+                let _ = tx.send(out);
+            }
+            Reply::Detached(done) => done(out),
+        }
+    }
 }
 
 impl Batcher {
@@ -108,6 +149,8 @@ impl Batcher {
                 wake: Notify::new(),
                 busy: AtomicUsize::new(0),
                 alone: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+                sent_commands: AtomicU64::new(0),
             }),
             conn,
         }
@@ -116,21 +159,42 @@ impl Batcher {
     /// Queues `cmds` and returns their outcome: the last command's reply, or the first error
     /// among them (a reply that is a server error, or the round's connection error).
     pub(crate) async fn run<I: IntoIterator<Item = Cmd>>(&self, cmds: I) -> RedisResult<Value> {
-        match self.enqueue(cmds) {
-            Queued::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
+        let (tx, rx) = oneshot::channel();
+        match self.enqueue(cmds, Reply::Waiting(tx), true) {
+            Queued::Waiting => rx.await.unwrap_or_else(|_| Err(stopped())),
             Queued::Nothing => Ok(Value::Nil),
             Queued::Alone(cmds) => {
                 let _busy = Busy::start(&self.queue);
+                let cmds: Vec<Cmd> = cmds.into_iter().collect();
+                self.queue.count(cmds.len());
                 direct(self.conn.clone(), cmds).await
             }
         }
     }
 
-    /// Appends the caller's commands to the queue (starting the writer if there is none), or
-    /// leaves them to the caller when nothing is queued or in flight.
-    fn enqueue<I: IntoIterator<Item = Cmd>>(&self, cmds: I) -> Queued<I> {
+    /// Queues `cmds` without waiting: `done` gets their outcome (as [`Batcher::run`] would
+    /// return it) once the round that carries them is answered, on the writer's task. The
+    /// commands are in the queue when this returns, so whatever the same connection sends
+    /// through the queue later goes after them, and a writer that stops first (connection
+    /// gone, runtime shut down) answers `done` with an I/O error. Returns the commands when
+    /// they cannot be queued (no runtime to run a writer on): the caller sends them itself.
+    pub(crate) fn detach(&self, cmds: Vec<Cmd>, done: Detached) -> Option<Vec<Cmd>> {
+        match self.enqueue(cmds, Reply::Detached(done), false) {
+            Queued::Alone(cmds) => Some(cmds),
+            Queued::Waiting | Queued::Nothing => None,
+        }
+    }
+
+    /// Appends the caller's commands to the queue (starting the writer if there is none), or,
+    /// when `alone_if_idle` and nothing is queued or in flight, leaves them to the caller.
+    fn enqueue<I: IntoIterator<Item = Cmd>>(
+        &self,
+        cmds: I,
+        reply: Reply,
+        alone_if_idle: bool,
+    ) -> Queued<I> {
         let mut st = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.segments.is_empty() && self.queue.busy.load(Ordering::Acquire) == 0 {
+        if alone_if_idle && st.segments.is_empty() && self.queue.busy.load(Ordering::Acquire) == 0 {
             // Idle: a request sent by its caller has no writer hop on its way. Callers that
             // come while it is in flight queue for the writer.
             self.queue.alone.fetch_add(1, Ordering::Relaxed);
@@ -172,23 +236,41 @@ impl Batcher {
             }
             return Queued::Nothing;
         }
-        let (tx, rx) = oneshot::channel();
         segment.waiters.push(Waiter {
             start,
             count,
-            reply: tx,
+            reply,
         });
         if was_empty {
             self.queue.wake.notify_one();
         }
-        Queued::Waiting(rx)
+        Queued::Waiting
+    }
+}
+
+impl Batcher {
+    /// Requests sent so far and the commands in them.
+    pub(crate) fn stats(&self) -> RequestStats {
+        RequestStats {
+            requests: self.queue.sent.load(Ordering::Relaxed),
+            commands: self.queue.sent_commands.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Queue {
+    /// Counts one request of `commands` commands.
+    fn count(&self, commands: usize) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.sent_commands
+            .fetch_add(commands as u64, Ordering::Relaxed);
     }
 }
 
 /// What [`Batcher::enqueue`] did with a caller's commands.
 enum Queued<F> {
-    /// Queued: the answer comes on this channel.
-    Waiting(oneshot::Receiver<RedisResult<Value>>),
+    /// Queued: the answer goes where the caller's [`Reply`] says.
+    Waiting,
     /// There were no commands.
     Nothing,
     /// The caller sends them itself, as a request of their own: nothing was queued or in
@@ -300,8 +382,11 @@ impl Drop for Running {
             }
             std::mem::take(&mut st.segments)
         };
-        // Dropping the waiters' senders answers their callers with "stopped".
-        drop(orphans);
+        for segment in orphans {
+            for w in segment.waiters {
+                w.reply.send(Err(stopped()));
+            }
+        }
     }
 }
 
@@ -329,6 +414,7 @@ async fn write_rounds(queue: Arc<Queue>, mut conn: Conn) {
             continue;
         };
         let busy = Busy::start(&queue);
+        queue.count(segment.pipe.len());
         let (segment, commands, callers) = round(&mut conn, segment).await;
         drop(busy);
         let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -358,12 +444,12 @@ async fn round(conn: &mut Conn, mut segment: Segment) -> (Segment, usize, usize)
                 }
                 let out = outcome(replies.by_ref().take(w.count), w.count);
                 at = w.start + w.count;
-                let _ = w.reply.send(out);
+                w.reply.send(out);
             }
         }
         Err(e) => {
             for w in segment.waiters.drain(..) {
-                let _ = w.reply.send(Err(e.clone()));
+                w.reply.send(Err(e.clone()));
             }
         }
     }

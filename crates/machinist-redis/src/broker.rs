@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use machinist_core::{Acknowledger, Broker, Consumer, Delivery, Error, Result, Signature};
+use machinist_core::{
+    Acknowledger, Backend, Broker, Consumer, Delivery, Error, Result, Signature, StateContext,
+    TaskState,
+};
 use redis::AsyncCommands;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -16,7 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
-use crate::batch::command;
+use crate::backend::RedisBackend;
+use crate::batch::{Detached, command};
 use crate::conn::{Backoff, Conn, RedisConnection};
 use crate::error::RedisError;
 use crate::keys::Keys;
@@ -33,7 +37,9 @@ use crate::scripts;
 /// writes, in the same keys, so Go workers consume what machinist sends and the other way round.
 /// The `RPUSH` joins the connection's write queue: the pushes, acks, fetches and state writes
 /// of concurrent tasks go out as one pipeline per round (`batch.rs`), each caller still
-/// getting its own outcome.
+/// getting its own outcome. When the server's result backend is a [`RedisBackend`] on this
+/// same connection, a task's PENDING `SET` and its `RPUSH` go in one request, in that order
+/// ([`Broker::publish_pending`]): sending a task costs one round trip, not two.
 ///
 /// ## Delayed tasks
 ///
@@ -52,14 +58,18 @@ use crate::scripts;
 ///
 /// 1. A fetch moves messages queue → processing atomically: one `FETCH` script per round
 ///    moves up to the free prefetch (`LRANGE`, `LTRIM`, `RPUSH`: what that many
-///    `LMOVE`s would do), queues in priority order; its `EVALSHA` joins the write queue. When every
+///    `LMOVE`s would do), queues in priority order; its `EVALSHA` joins the write queue. The
+///    next fetch starts while the last one's messages are still being handed out, once an
+///    eighth of the prefetch is free again, so a worker rarely waits for one. When every
 ///    queue is empty the consumer blocks with `BLMOVE` on its **own connection**: on the only
 ///    queue for `block_timeout` (1 s), or with several queues on the first one for
 ///    `multi_queue_block` (250 ms) before looking at all of them again — so an idle consumer
 ///    picks up a message on a secondary queue within that time.
 /// 2. The message is handed to the worker. The worker acknowledges only after the task's
-///    state is stored; `ack` is `LREM` from the processing list (through the write queue,
-///    so the acks of concurrent tasks share a request). `nack(requeue)` puts it back
+///    state is stored; `ack` is `LREM` from the processing list, queued on the write queue
+///    and not waited for (the worker's slot is free at once; an ack that meets an outage is
+///    retried by the heartbeat, and the consumer's final cleanup, sent later on the same
+///    queue, comes after every ack). `nack(requeue)` puts it back
 ///    at the queue's **front** (`REQUEUE`); `nack(false)` removes it; `dead_letter`
 ///    moves it to `<prefix>:dead:{<queue>}` as `{"reason":…,"body":…}` (`DEAD_LETTER`).
 ///    A delivery dropped undecided is requeued at once.
@@ -130,6 +140,15 @@ impl RedisBroker {
         }
     }
 
+    /// The list a message due now goes to: its routing key, else the default queue.
+    fn queue_of<'a>(&'a self, signature: &'a Signature) -> &'a str {
+        if signature.routing_key.is_empty() {
+            self.options().default_queue.as_str()
+        } else {
+            signature.routing_key.as_str()
+        }
+    }
+
     fn options(&self) -> &RedisOptions {
         self.inner.conn.options()
     }
@@ -195,17 +214,52 @@ impl Broker for RedisBroker {
             self.inner.mover_wake.notify_one();
             return Ok(());
         }
-        let queue = if signature.routing_key.is_empty() {
-            self.options().default_queue.as_str()
-        } else {
-            signature.routing_key.as_str()
-        };
+        let queue = self.queue_of(signature);
         self.inner
             .conn
             .batched([command(&[b"RPUSH", queue.as_bytes(), &body])])
             .await
             .map(drop)
             .map_err(|e| RedisError::redis("publishing", queue, e).into_broker())
+    }
+
+    /// With a [`RedisBackend`] on this broker's own connection (the same URL through
+    /// `machinist::connect`, or [`RedisBackend::new`] on a clone of it), and a message due now
+    /// on a standalone server: `SET` (PENDING) and `RPUSH` go in one request, in that order,
+    /// coalesced with other requests. Redis runs them in order; a failure either fails both
+    /// (the server refuses writes: out of memory, read-only, unauthenticated) or leaves the
+    /// second unsent (a lost connection), never a message without its PENDING. Otherwise (a
+    /// delayed task, a cluster, another backend), the state write is awaited first.
+    async fn publish_pending(
+        &self,
+        backend: &dyn Backend,
+        ctx: &mut StateContext,
+        state: &TaskState,
+        signature: &Signature,
+        body: Bytes,
+    ) -> Result<()> {
+        let redis = backend
+            .as_any()
+            .and_then(|b| b.downcast_ref::<RedisBackend>())
+            .filter(|b| b.shares(&self.inner.conn));
+        let due_now = signature.eta.is_none_or(|eta| eta <= Utc::now());
+        let Some(redis) = redis.filter(|_| due_now && !self.options().is_cluster()) else {
+            backend.set_task_state(ctx, state).await?;
+            return self.publish(signature, body).await;
+        };
+        if self.inner.closed.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let set = redis.pending_command(ctx, state)?;
+        let queue = self.queue_of(signature);
+        self.inner
+            .conn
+            .batched([set, command(&[b"RPUSH", queue.as_bytes(), &body])])
+            .await
+            .map(drop)
+            .map_err(|e| {
+                RedisError::redis("storing PENDING and publishing", queue, e).into_broker()
+            })
     }
 
     async fn consume(&self, queues: &[String], prefetch: usize) -> Result<Box<dyn Consumer>> {
@@ -580,6 +634,8 @@ struct RedisConsumer {
     blocking: Option<Conn>,
     backoff: Backoff,
     stopped: bool,
+    /// The prefetch asked for (0: unbounded).
+    prefetch: usize,
 }
 
 impl RedisConsumer {
@@ -639,6 +695,7 @@ impl RedisConsumer {
             blocking: None,
             backoff: Backoff::default(),
             stopped: false,
+            prefetch,
         })
     }
 
@@ -665,6 +722,57 @@ impl RedisConsumer {
         self.fetch = Some(tokio::spawn(fetch_round(shared, n, blocking)));
     }
 
+    /// Takes free prefetch slots (without waiting) until `batch` are reserved for a fetch.
+    fn reserve(&mut self, batch: usize) {
+        while self.reserved.len() < batch {
+            match Arc::clone(&self.shared.permits).try_acquire_owned() {
+                Ok(p) => self.reserved.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Takes in a finished fetch: its messages go to the buffer with the slots reserved for
+    /// them; an outage waits out the backoff.
+    async fn take_in(
+        &mut self,
+        joined: std::result::Result<FetchResult, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (blocking, result) =
+            joined.map_err(|e| Error::Other(format!("redis fetch task failed: {e}")))?;
+        match result {
+            Ok(messages) => {
+                self.blocking = blocking;
+                self.shared.conn.outage().ok();
+                self.backoff.reset();
+                for (queue, body) in messages {
+                    match self.reserved.pop() {
+                        Some(permit) => self.buffer.push_back((queue, body, permit)),
+                        None => self.return_unhanded(vec![(queue, body)]).await,
+                    }
+                }
+                // Slots the fetch found nothing for go back (the next fetch takes them again).
+                self.reserved.clear();
+                Ok(())
+            }
+            Err(e) if e.is_outage() => {
+                self.shared.conn.outage().failed(&e);
+                let delay = self.backoff.next_delay();
+                tokio::select! {
+                    biased;
+                    () = self.closed.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                tokio::time::sleep(delay.min(Duration::from_millis(500))).await;
+                Err(e.into_broker())
+            }
+        }
+    }
+
     /// Puts back at their queues' front what was fetched but not handed out.
     async fn return_unhanded(&mut self, messages: Vec<(usize, Bytes)>) {
         for (queue, body) in messages.into_iter().rev() {
@@ -677,10 +785,30 @@ impl RedisConsumer {
 
 #[async_trait]
 impl Consumer for RedisConsumer {
+    /// Hands out what the last fetch brought, and keeps a fetch going in the background for the
+    /// prefetch slots that free up meanwhile, so a worker finishing a task rarely waits for a
+    /// round trip to get the next one.
     async fn next(&mut self) -> Result<Option<Delivery>> {
         loop {
             if self.stopped || self.closed.is_cancelled() {
                 return Ok(None);
+            }
+            if let Some(done) = self.fetch.take_if(|f| f.is_finished()) {
+                self.take_in(done.await).await?;
+            }
+            if self.fetch.is_none() && !self.buffer.is_empty() {
+                // Fetch ahead for the slots already free, once there are a few of them (a
+                // fetch per freed slot would cost a script run per task).
+                let batch = self.shared.conn.options().batch;
+                let ahead = if self.prefetch == 0 {
+                    batch
+                } else {
+                    (self.prefetch / 8).clamp(1, batch)
+                };
+                if self.shared.permits.available_permits() >= ahead {
+                    self.reserve(batch);
+                    self.spawn_fetch();
+                }
             }
             if let Some((queue, body, permit)) = self.buffer.pop_front() {
                 return Ok(Some(self.deliver(queue, body, permit)));
@@ -695,13 +823,7 @@ impl Consumer for RedisConsumer {
                     };
                     self.reserved.push(permit);
                 }
-                let batch = self.shared.conn.options().batch;
-                while self.reserved.len() < batch {
-                    match Arc::clone(&self.shared.permits).try_acquire_owned() {
-                        Ok(p) => self.reserved.push(p),
-                        Err(_) => break,
-                    }
-                }
+                self.reserve(self.shared.conn.options().batch);
                 self.spawn_fetch();
             }
             let Some(fetch) = self.fetch.as_mut() else {
@@ -713,35 +835,7 @@ impl Consumer for RedisConsumer {
                 r = fetch => r,
             };
             self.fetch = None;
-            let (blocking, result) =
-                joined.map_err(|e| Error::Other(format!("redis fetch task failed: {e}")))?;
-            match result {
-                Ok(messages) => {
-                    self.blocking = blocking;
-                    self.shared.conn.outage().ok();
-                    self.backoff.reset();
-                    for (queue, body) in messages {
-                        match self.reserved.pop() {
-                            Some(permit) => self.buffer.push_back((queue, body, permit)),
-                            None => self.return_unhanded(vec![(queue, body)]).await,
-                        }
-                    }
-                }
-                Err(e) if e.is_outage() => {
-                    self.shared.conn.outage().failed(&e);
-                    let delay = self.backoff.next_delay();
-                    tokio::select! {
-                        biased;
-                        () = self.closed.cancelled() => return Ok(None),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) => {
-                    let delay = self.backoff.next_delay();
-                    tokio::time::sleep(delay.min(Duration::from_millis(500))).await;
-                    return Err(e.into_broker());
-                }
-            }
+            self.take_in(joined).await?;
         }
     }
 
@@ -876,17 +970,45 @@ impl RedisAcker {
 
 #[async_trait]
 impl Acknowledger for RedisAcker {
+    /// Queues the `LREM` and returns: the worker's slot is free while the ack travels with
+    /// the next round of the connection's write queue (`batch.rs`). Anything the connection
+    /// sends through the queue afterwards goes after it, so the consumer's final cleanup
+    /// cannot return an acked message; an ack that hits an outage is kept for the heartbeat,
+    /// like any settlement; any other failure is logged (the message comes back when the
+    /// consumer's lease lapses). Without a write queue (cluster) the ack is awaited.
     async fn ack(&self) -> Result<()> {
-        match self.decide() {
-            Some(body) => {
-                self.shared
-                    .settle(Op::Remove {
-                        queue: self.queue,
-                        body,
-                    })
-                    .await
+        let Some(body) = self.decide() else {
+            return Ok(());
+        };
+        let Some(keys) = self.shared.queues.get(self.queue) else {
+            return Err(RedisError::corrupt("settling", "unknown queue index").into_broker());
+        };
+        let lrem = command(&[b"LREM", keys.processing.as_bytes(), b"1", &body]);
+        let op = Op::Remove {
+            queue: self.queue,
+            body,
+        };
+        let shared = Arc::clone(&self.shared);
+        let kept = op.clone();
+        let done: Detached = Box::new(move |outcome| {
+            if let Err(e) = outcome {
+                let e = RedisError::redis("acknowledging", "", e);
+                if e.is_outage() {
+                    shared.conn.outage().failed(&e);
+                    shared
+                        .retry
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(kept);
+                } else {
+                    warn!(consumer = %shared.id, "could not acknowledge a message ({e}); it comes back when the consumer's lease lapses");
+                }
             }
+        });
+        match self.shared.conn.detach(vec![lrem], done) {
             None => Ok(()),
+            // No write queue: sent here and awaited.
+            Some(_) => self.shared.settle(op).await,
         }
     }
 

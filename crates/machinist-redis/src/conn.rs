@@ -36,7 +36,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Detached, RequestStats};
 use crate::error::RedisError;
 use crate::options::RedisOptions;
 
@@ -356,6 +356,11 @@ impl std::fmt::Debug for RedisConnection {
 }
 
 impl RedisConnection {
+    /// True when both handles are one connection (clones of each other).
+    pub(crate) fn same_as(&self, other: &RedisConnection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Connects (failing at once, with the reason, if Redis cannot be reached now; later
     /// outages are ridden out by reconnecting).
     pub async fn connect(options: RedisOptions) -> Result<Self, RedisError> {
@@ -408,6 +413,28 @@ impl RedisConnection {
             Some(batcher) => batcher.run(cmds).await,
             None => crate::batch::direct(self.conn(), cmds).await,
         }
+    }
+
+    /// Queues `cmds` like [`RedisConnection::batched`] without waiting for them: `done` gets
+    /// their outcome on the write queue's task (`batch.rs`, [`Batcher::detach`]). Returns the
+    /// commands when there is no write queue to take them (cluster, or no runtime): the caller
+    /// sends them itself.
+    pub(crate) fn detach(&self, cmds: Vec<Cmd>, done: Detached) -> Option<Vec<Cmd>> {
+        match &self.inner.batcher {
+            Some(batcher) => batcher.detach(cmds, done),
+            None => Some(cmds),
+        }
+    }
+
+    /// How many requests this connection's write queue sent, and the commands in them: the
+    /// hot-path commands of every task go through it (`batch.rs`), coalesced into one request
+    /// per round under load. All zero on a cluster connection, which has no write queue.
+    pub fn requests(&self) -> RequestStats {
+        self.inner
+            .batcher
+            .as_ref()
+            .map(Batcher::stats)
+            .unwrap_or_default()
     }
 
     pub(crate) fn outage(&self) -> &Arc<Outage> {

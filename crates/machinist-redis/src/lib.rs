@@ -198,6 +198,7 @@ mod options;
 mod scripts;
 
 pub use backend::{RedisBackend, TRIGGER_CHORD_MUTEX};
+pub use batch::RequestStats;
 pub use broker::RedisBroker;
 pub use conn::RedisConnection;
 pub use error::RedisError;

@@ -273,6 +273,11 @@ impl Backend for ProbeBackend {
     fn describe(&self) -> String {
         self.0.inner.describe()
     }
+    /// The inner backend's: the probe records no PENDING, so a broker may write those itself
+    /// (Redis sends a task's PENDING and its message in one request).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.0.inner.as_any()
+    }
     async fn close(&self) {
         self.0.inner.close().await;
     }

@@ -10,6 +10,7 @@ mod crash;
 mod interop;
 mod periodic;
 mod restart;
+mod sends;
 mod sentinel;
 mod state_writes;
 mod throughput;

@@ -1,0 +1,163 @@
+//! The hot path's round trips: a task sent with its PENDING in one request when broker and
+//! backend share a connection (and in two, in order, when they do not), and acks that the
+//! worker does not wait for but that still land before the consumer's cleanup. Requests are
+//! counted by the connection's own write queue ([`RedisConnection::requests`]); what is
+//! stored is read back with a plain client, on a private server.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use machinist_core::{Broker, Server, Signature, State, TaskState};
+use machinist_redis::{RedisBackend, RedisBroker, RedisConnection, RedisLock};
+use machinist_testkit::redis_server::RedisServer;
+use redis::AsyncCommands;
+
+use crate::common::{config, options, poll_until, raw, unique, within};
+
+/// Sends `add(1, 2)` and checks what it stored: a PENDING under the task's UUID, with
+/// `TaskName`, `CreatedAt` and the results expiry, and the message on the queue.
+async fn send_and_check(server: &Server, c: &mut redis::aio::MultiplexedConnection, queue: &str) {
+    let sent = server
+        .send_task(Signature::new("add").args((1i64, 2i64)))
+        .await
+        .unwrap();
+    let uuid = sent.uuid().to_owned();
+    let raw: String = c.get(&uuid).await.unwrap();
+    let stored = TaskState::from_slice(raw.as_bytes()).unwrap();
+    assert_eq!(stored.state, State::Pending);
+    assert_eq!(stored.task_name, "add");
+    assert!(stored.created_at.is_some(), "CreatedAt stored: {raw}");
+    let ttl: i64 = c.ttl(&uuid).await.unwrap();
+    assert!(
+        (3500..=3600).contains(&ttl),
+        "EX results_expire_in, got {ttl}"
+    );
+    let queued: Vec<String> = c.lrange(queue, 0, -1).await.unwrap();
+    assert_eq!(queued.len(), 1, "one message on {queue}");
+    assert!(
+        queued[0].contains(&uuid),
+        "the task's message: {}",
+        queued[0]
+    );
+    let _: () = c.del(queue).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_and_its_pending_go_in_one_request_on_a_shared_connection() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let queue = unique("sends");
+    let cfg = config(&queue);
+    let mut c = raw(&redis.url()).await;
+
+    // One connection for broker and backend (what `machinist::connect` does for one URL).
+    let shared = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let server = Server::new(
+        cfg.clone(),
+        Arc::new(RedisBroker::new(shared.clone())),
+        Arc::new(RedisBackend::new(shared.clone())),
+        Arc::new(RedisLock::new(shared.clone())),
+    );
+    let before = shared.requests();
+    send_and_check(&server, &mut c, &queue).await;
+    let after = shared.requests();
+    assert_eq!(
+        after.requests - before.requests,
+        1,
+        "SET and RPUSH in one request"
+    );
+    assert_eq!(after.commands - before.commands, 2);
+
+    // Two connections: the PENDING is awaited, then the message sent.
+    let backend_conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let broker_conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let server = Server::new(
+        cfg.clone(),
+        Arc::new(RedisBroker::new(broker_conn.clone())),
+        Arc::new(RedisBackend::new(backend_conn.clone())),
+        Arc::new(RedisLock::new(broker_conn.clone())),
+    );
+    let (b0, p0) = (backend_conn.requests(), broker_conn.requests());
+    send_and_check(&server, &mut c, &queue).await;
+    assert_eq!(
+        backend_conn.requests().requests - b0.requests,
+        1,
+        "the PENDING"
+    );
+    assert_eq!(
+        broker_conn.requests().requests - p0.requests,
+        1,
+        "the message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_land_before_the_consumer_cleans_up() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let queue = unique("acks");
+    let cfg = config(&queue);
+    let mut c = raw(&redis.url()).await;
+    let conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let broker = RedisBroker::new(conn.clone());
+    const N: usize = 200;
+    for i in 0..N {
+        let mut sig = Signature::new("add").args((i as i64, 1i64));
+        sig.routing_key.clone_from(&queue);
+        let body = sig.to_vec().unwrap();
+        broker.publish(&sig, body.into()).await.unwrap();
+    }
+
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&queue), N)
+        .await
+        .unwrap();
+    let mut deliveries = Vec::with_capacity(N);
+    while deliveries.len() < N {
+        let d = within(10, "a delivery", consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        deliveries.push(d);
+    }
+    // A private server: the only consumer's keys (default prefix `machinist`).
+    let pattern = "machinist:processing:*";
+    let processing: Vec<String> = c.keys(pattern).await.unwrap();
+    assert_eq!(processing.len(), 1, "one processing list: {processing:?}");
+    let held: usize = c.llen(&processing[0]).await.unwrap();
+    assert_eq!(held, N, "every delivery held in the processing list");
+
+    // Every ack returns at once; then the consumer goes away at once. Its cleanup returns
+    // whatever is still in its processing list to the queue: an ack that had not landed yet
+    // would bring its message back.
+    for d in &deliveries {
+        d.ack().await.unwrap();
+    }
+    consumer.stop().await.unwrap();
+    drop(deliveries);
+    drop(consumer);
+    poll_until(10, "the consumer's cleanup", || {
+        let mut c = c.clone();
+        let key = processing[0].clone();
+        async move {
+            let exists: bool = c.exists(&key).await.unwrap();
+            let registered: usize = c.hlen("machinist:consumers").await.unwrap();
+            (!exists && registered == 0).then_some(())
+        }
+    })
+    .await;
+    let back: usize = c.llen(&queue).await.unwrap();
+    assert_eq!(back, 0, "no acked message came back to the queue");
+}
