@@ -556,7 +556,7 @@ impl Backend for RedisBackend {
     }
 
     /// `Some`: the Redis broker on the same connection sends a task's PENDING and its message
-    /// in one request ([`RedisBackend::pending_command`]).
+    /// in one request.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
