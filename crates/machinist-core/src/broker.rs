@@ -87,6 +87,14 @@ pub trait Consumer: Send {
 
     /// Stops fetching and returns anything fetched but not yet handed out to the broker.
     async fn stop(&mut self) -> Result<()>;
+
+    /// Waits until the settlements (acks, nacks …) of the deliveries this consumer handed out
+    /// have reached the broker, for brokers that send some without waiting (Redis queues its
+    /// acks). The worker calls it after its last task finished, so that a process that exits
+    /// once the worker returns leaves nothing to be redelivered. The default does nothing.
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a worker does with a delivery when it is done with it. Implemented by each broker.

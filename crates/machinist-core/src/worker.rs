@@ -407,6 +407,9 @@ impl Worker {
             self.shutdown.abort();
             tracker.wait().await;
         }
+        if let Err(e) = consumer.flush().await {
+            self.report(&e);
+        }
         let stopped = if self.interrupted.load(Ordering::Relaxed) {
             Stopped::Abruptly
         } else {

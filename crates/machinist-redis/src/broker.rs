@@ -69,7 +69,8 @@ use crate::scripts;
 ///    state is stored; `ack` is `LREM` from the processing list, queued on the write queue
 ///    and not waited for (the worker's slot is free at once; an ack that meets an outage is
 ///    retried by the heartbeat, and the consumer's final cleanup, sent later on the same
-///    queue, comes after every ack). `nack(requeue)` puts it back
+///    queue, comes after every ack; a stopping worker waits for them with `Consumer::flush`).
+///    `nack(requeue)` puts it back
 ///    at the queue's **front** (`REQUEUE`); `nack(false)` removes it; `dead_letter`
 ///    moves it to `<prefix>:dead:{<queue>}` as `{"reason":…,"body":…}` (`DEAD_LETTER`).
 ///    A delivery dropped undecided is requeued at once.
@@ -566,6 +567,35 @@ impl Shared {
     }
 }
 
+/// Runs the settlements an outage kept in `retry`, in order, until one fails; keeps that one and
+/// the rest (before any added meanwhile).
+async fn retry_settlements(
+    conn: &RedisConnection,
+    queues: &[QueueKeys],
+    dead_letter_max: usize,
+    retry: &Mutex<Vec<Op>>,
+) -> std::result::Result<(), RedisError> {
+    let ops = std::mem::take(&mut *retry.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut result = Ok(());
+    let mut left = Vec::new();
+    for op in ops {
+        if result.is_err() {
+            left.push(op);
+            continue;
+        }
+        if let Err(e) = run_op(conn, queues, dead_letter_max, &op).await {
+            left.push(op);
+            result = Err(e);
+        }
+    }
+    if !left.is_empty() {
+        let mut retry = retry.lock().unwrap_or_else(|p| p.into_inner());
+        left.append(&mut retry);
+        *retry = left;
+    }
+    result
+}
+
 async fn run_op(
     conn: &RedisConnection,
     queues: &[QueueKeys],
@@ -836,6 +866,41 @@ impl Consumer for RedisConsumer {
             };
             self.fetch = None;
             self.take_in(joined).await?;
+        }
+    }
+
+    /// The write queue sends its rounds in order, one at a time: once a `PING` queued now is
+    /// answered, every ack queued before it was sent and answered. Then one more try for the
+    /// settlements an outage kept (the heartbeat retries them too while the consumer lives).
+    /// Bounded by the response timeout; whatever still fails returns when the lease lapses.
+    async fn flush(&mut self) -> Result<()> {
+        let shared = &self.shared;
+        let bound = shared.conn.options().response_timeout + Duration::from_secs(1);
+        let flushed = tokio::time::timeout(bound, async {
+            shared
+                .conn
+                .batched([command(&[b"PING"])])
+                .await
+                .map_err(|e| RedisError::redis("waiting for queued acks", "", e))?;
+            retry_settlements(
+                &shared.conn,
+                &shared.queues,
+                shared.dead_letter_max,
+                &shared.retry,
+            )
+            .await
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                warn!(consumer = %shared.id, "settlements not sent ({e}); their messages return when the lease lapses");
+                Ok(())
+            }
+            Err(_) => {
+                warn!(consumer = %shared.id, "settlements not sent within {bound:?}; their messages return when the lease lapses");
+                Ok(())
+            }
         }
     }
 
@@ -1114,25 +1179,7 @@ impl Heartbeat {
 
     /// Retries the settlements that failed; keeps those that fail again.
     async fn flush(&self) -> std::result::Result<(), RedisError> {
-        let ops = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut result = Ok(());
-        let mut left = Vec::new();
-        for op in ops {
-            if result.is_err() {
-                left.push(op);
-                continue;
-            }
-            if let Err(e) = run_op(&self.conn, &self.queues, self.dead_letter_max, &op).await {
-                left.push(op);
-                result = Err(e);
-            }
-        }
-        if !left.is_empty() {
-            let mut retry = self.retry.lock().unwrap_or_else(|p| p.into_inner());
-            left.append(&mut retry);
-            *retry = left;
-        }
-        result
+        retry_settlements(&self.conn, &self.queues, self.dead_letter_max, &self.retry).await
     }
 
     async fn run(self, alive: CancellationToken) {

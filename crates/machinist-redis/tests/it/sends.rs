@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use machinist_core::{Broker, Server, Signature, State, TaskState};
+use machinist_core::{Broker, Consumer, Delivery, Server, Signature, State, TaskState};
 use machinist_redis::{RedisBackend, RedisBroker, RedisConnection, RedisLock};
 use machinist_testkit::redis_server::RedisServer;
 use redis::AsyncCommands;
@@ -100,32 +100,36 @@ async fn a_task_and_its_pending_go_in_one_request_on_a_shared_connection() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_land_before_the_consumer_cleans_up() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+/// `n` messages published to a fresh queue and all handed out to one consumer, with the key
+/// of its processing list (which holds them all) and a plain client.
+struct Held {
+    queue: String,
+    consumer: Box<dyn Consumer>,
+    deliveries: Vec<Delivery>,
+    processing: String,
+    c: redis::aio::MultiplexedConnection,
+}
+
+async fn held(redis: &RedisServer, n: usize) -> Held {
     let queue = unique("acks");
     let cfg = config(&queue);
     let mut c = raw(&redis.url()).await;
     let conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
         .await
         .unwrap();
-    let broker = RedisBroker::new(conn.clone());
-    const N: usize = 200;
-    for i in 0..N {
+    let broker = RedisBroker::new(conn);
+    for i in 0..n {
         let mut sig = Signature::new("add").args((i as i64, 1i64));
         sig.routing_key.clone_from(&queue);
         let body = sig.to_vec().unwrap();
         broker.publish(&sig, body.into()).await.unwrap();
     }
-
     let mut consumer = broker
-        .consume(std::slice::from_ref(&queue), N)
+        .consume(std::slice::from_ref(&queue), n)
         .await
         .unwrap();
-    let mut deliveries = Vec::with_capacity(N);
-    while deliveries.len() < N {
+    let mut deliveries = Vec::with_capacity(n);
+    while deliveries.len() < n {
         let d = within(10, "a delivery", consumer.next())
             .await
             .unwrap()
@@ -133,12 +137,32 @@ async fn acks_land_before_the_consumer_cleans_up() {
         deliveries.push(d);
     }
     // A private server: the only consumer's keys (default prefix `machinist`).
-    let pattern = "machinist:processing:*";
-    let processing: Vec<String> = c.keys(pattern).await.unwrap();
+    let mut processing: Vec<String> = c.keys("machinist:processing:*").await.unwrap();
     assert_eq!(processing.len(), 1, "one processing list: {processing:?}");
-    let held: usize = c.llen(&processing[0]).await.unwrap();
-    assert_eq!(held, N, "every delivery held in the processing list");
+    let processing = processing.remove(0);
+    let len: usize = c.llen(&processing).await.unwrap();
+    assert_eq!(len, n, "every delivery held in the processing list");
+    Held {
+        queue,
+        consumer,
+        deliveries,
+        processing,
+        c,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_land_before_the_consumer_cleans_up() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Held {
+        queue,
+        mut consumer,
+        deliveries,
+        processing,
+        mut c,
+    } = held(&redis, 200).await;
     // Every ack returns at once; then the consumer goes away at once. Its cleanup returns
     // whatever is still in its processing list to the queue: an ack that had not landed yet
     // would bring its message back.
@@ -150,7 +174,7 @@ async fn acks_land_before_the_consumer_cleans_up() {
     drop(consumer);
     poll_until(10, "the consumer's cleanup", || {
         let mut c = c.clone();
-        let key = processing[0].clone();
+        let key = processing.clone();
         async move {
             let exists: bool = c.exists(&key).await.unwrap();
             let registered: usize = c.hlen("machinist:consumers").await.unwrap();
@@ -160,4 +184,26 @@ async fn acks_land_before_the_consumer_cleans_up() {
     .await;
     let back: usize = c.llen(&queue).await.unwrap();
     assert_eq!(back, 0, "no acked message came back to the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_returns_once_every_queued_ack_landed() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Held {
+        mut consumer,
+        deliveries,
+        processing,
+        mut c,
+        ..
+    } = held(&redis, 500).await;
+    // What a worker does as it stops: the last tasks ack (queued, not waited for), then it
+    // flushes; a process may exit right after, so nothing may be left to redeliver.
+    for d in &deliveries {
+        d.ack().await.unwrap();
+    }
+    within(10, "the flush", consumer.flush()).await.unwrap();
+    let left: usize = c.llen(&processing).await.unwrap();
+    assert_eq!(left, 0, "every ack landed before flush returned");
 }
