@@ -243,11 +243,17 @@ impl Server {
         self.inner.broker.publish(sig, body).await
     }
 
-    /// Stores PENDING for `sig` (with its [`StateContext`], as Go passes the signature).
-    async fn store_pending(&self, sig: &Signature) -> Result<()> {
+    /// The PENDING state of `sig`, with its [`StateContext`] (Go passes the signature).
+    fn pending_of(sig: &Signature) -> (TaskState, StateContext) {
         let pending = TaskState::pending(&sig.uuid, &sig.name);
         let mut ctx = StateContext::of(sig);
         ctx.created_at = pending.created_at;
+        (pending, ctx)
+    }
+
+    /// Stores PENDING for `sig`.
+    async fn store_pending(&self, sig: &Signature) -> Result<()> {
+        let (pending, mut ctx) = Self::pending_of(sig);
         self.inner.backend.set_task_state(&mut ctx, &pending).await
     }
 
@@ -256,9 +262,7 @@ impl Server {
     pub async fn send_task(&self, mut sig: Signature) -> Result<AsyncResult> {
         self.prepare(&mut sig);
         let body = self.encode(&sig)?;
-        let pending = TaskState::pending(&sig.uuid, &sig.name);
-        let mut ctx = StateContext::of(&sig);
-        ctx.created_at = pending.created_at;
+        let (pending, mut ctx) = Self::pending_of(&sig);
         self.inner
             .broker
             .publish_pending(&*self.inner.backend, &mut ctx, &pending, &sig, body)

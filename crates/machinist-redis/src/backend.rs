@@ -200,18 +200,13 @@ impl RedisBackend {
         ctx: &mut StateContext,
         state: &TaskState,
     ) -> Result<redis::Cmd> {
-        if state.created_at.is_some() {
-            ctx.task_name.clone_from(&state.task_name);
-            ctx.created_at = state.created_at;
-        }
-        let json = state.to_vec()?;
-        Ok(command(&[
-            b"SET",
-            state.task_uuid.as_bytes(),
-            &json,
-            b"EX",
-            self.ttl_arg.as_bytes(),
-        ]))
+        learn_from_pending(ctx, state);
+        Ok(self.set_command(&state.task_uuid, &state.to_vec()?))
+    }
+
+    /// `SET <key> <json> EX <results_expire_in>`: how every state is stored.
+    fn set_command(&self, key: &str, json: &[u8]) -> redis::Cmd {
+        command(&[b"SET", key.as_bytes(), json, b"EX", self.ttl_arg.as_bytes()])
     }
 
     /// The announcement channel of a state (`None`: none). Only final states are announced
@@ -265,10 +260,7 @@ impl RedisBackend {
         let mut partial: Option<TaskState> = None;
         for state in states {
             let json = if state.state == State::Pending {
-                if state.created_at.is_some() {
-                    ctx.task_name.clone_from(&state.task_name);
-                    ctx.created_at = state.created_at;
-                }
+                learn_from_pending(ctx, state);
                 state.to_vec()?
             } else if !state.task_name.is_empty() && state.created_at.is_some() {
                 state.to_vec()?
@@ -305,13 +297,7 @@ impl RedisBackend {
                     (None, None) => state.to_vec()?,
                 }
             };
-            cmds.push(command(&[
-                b"SET",
-                state.task_uuid.as_bytes(),
-                &json,
-                b"EX",
-                self.ttl_arg.as_bytes(),
-            ]));
+            cmds.push(self.set_command(&state.task_uuid, &json));
             if let Some(channel) = self.channel_of(state) {
                 cmds.push(command(&[
                     b"PUBLISH",
@@ -331,6 +317,15 @@ impl RedisBackend {
     }
 }
 
+/// A PENDING with its `CreatedAt` replaces what is stored: later states of the task carry its
+/// `TaskName` and `CreatedAt`, which `ctx` now knows.
+fn learn_from_pending(ctx: &mut StateContext, pending: &TaskState) {
+    if pending.created_at.is_some() {
+        ctx.task_name.clone_from(&pending.task_name);
+        ctx.created_at = pending.created_at;
+    }
+}
+
 fn backend_err(e: RedisError) -> Error {
     e.into_backend()
 }
@@ -343,13 +338,7 @@ impl Backend for RedisBackend {
         if state.state == State::Pending {
             return self
                 .conn
-                .batched([command(&[
-                    b"SET",
-                    key.as_bytes(),
-                    &json,
-                    b"EX",
-                    self.ttl_arg.as_bytes(),
-                ])])
+                .batched([self.set_command(key, &json)])
                 .await
                 .map(drop)
                 .map_err(|e| backend_err(RedisError::redis("storing PENDING", key, e)));

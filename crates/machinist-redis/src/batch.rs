@@ -165,9 +165,9 @@ impl Batcher {
             Queued::Nothing => Ok(Value::Nil),
             Queued::Alone(cmds) => {
                 let _busy = Busy::start(&self.queue);
-                let cmds: Vec<Cmd> = cmds.into_iter().collect();
-                self.queue.count(cmds.len());
-                direct(self.conn.clone(), cmds).await
+                let pipe = pipeline_of(cmds);
+                self.queue.count(pipe.len());
+                send(self.conn.clone(), &pipe).await
             }
         }
     }
@@ -308,18 +308,24 @@ impl Drop for Batcher {
 
 /// `cmds` sent as one request of their own (cluster, or no runtime to run a writer on), with
 /// the same outcome rules as [`Batcher::run`].
-pub(crate) async fn direct(
-    mut conn: Conn,
-    cmds: impl IntoIterator<Item = Cmd>,
-) -> RedisResult<Value> {
+pub(crate) async fn direct(conn: Conn, cmds: impl IntoIterator<Item = Cmd>) -> RedisResult<Value> {
+    send(conn, &pipeline_of(cmds)).await
+}
+
+fn pipeline_of(cmds: impl IntoIterator<Item = Cmd>) -> Pipeline {
     let mut pipe = Pipeline::new();
     for cmd in cmds {
         pipe.add_command(cmd);
     }
+    pipe
+}
+
+/// Sends `pipe` as one request; the outcome as [`Batcher::run`] gives it.
+async fn send(mut conn: Conn, pipe: &Pipeline) -> RedisResult<Value> {
     if pipe.is_empty() {
         return Ok(Value::Nil);
     }
-    let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    let replies = conn.req_packed_commands(pipe, 0, pipe.len()).await?;
     outcome(replies.into_iter().take(pipe.len()), pipe.len())
 }
 

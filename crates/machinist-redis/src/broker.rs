@@ -554,16 +554,22 @@ impl Shared {
     async fn settle(&self, op: Op) -> Result<()> {
         match run_op(&self.conn, &self.queues, self.dead_letter_max, &op).await {
             Ok(()) => Ok(()),
-            Err(e) if e.is_outage() => {
-                self.conn.outage().failed(&e);
-                self.retry
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(op);
-                Ok(())
-            }
-            Err(e) => Err(e.into_broker()),
+            Err(e) => self.keep_if_outage(op, e).map_err(RedisError::into_broker),
         }
+    }
+
+    /// A settlement failed with `e`: an outage keeps it for the heartbeat (and counts as done),
+    /// anything else is returned.
+    fn keep_if_outage(&self, op: Op, e: RedisError) -> std::result::Result<(), RedisError> {
+        if !e.is_outage() {
+            return Err(e);
+        }
+        self.conn.outage().failed(&e);
+        self.retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(op);
+        Ok(())
     }
 }
 
@@ -1058,14 +1064,7 @@ impl Acknowledger for RedisAcker {
         let done: Detached = Box::new(move |outcome| {
             if let Err(e) = outcome {
                 let e = RedisError::redis("acknowledging", "", e);
-                if e.is_outage() {
-                    shared.conn.outage().failed(&e);
-                    shared
-                        .retry
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(kept);
-                } else {
+                if let Err(e) = shared.keep_if_outage(kept, e) {
                     warn!(consumer = %shared.id, "could not acknowledge a message ({e}); it comes back when the consumer's lease lapses");
                 }
             }
