@@ -54,6 +54,24 @@ impl StateContext {
         }
     }
 
+    /// Learns `TaskName` and `CreatedAt` from `stored`, a task state (Go's JSON) the broker read
+    /// when it fetched the message ([`Delivery::stored_state`](crate::Delivery::stored_state)),
+    /// as a backend merging Go's way would read them before the first write: only when it is
+    /// the state of task `uuid` and has a `CreatedAt`. Anything else (another task's state, a
+    /// zero time, bytes that are not a state) is ignored, and the backend reads for itself.
+    /// Returns whether it learned.
+    pub fn learn_stored(&mut self, uuid: &str, stored: &[u8]) -> bool {
+        let Ok(state) = TaskState::from_slice(stored) else {
+            return false;
+        };
+        if state.task_uuid != uuid || state.created_at.is_none() {
+            return false;
+        }
+        self.task_name = state.task_name;
+        self.created_at = state.created_at;
+        true
+    }
+
     /// True for a member of a group with a size (Go records completion only for those).
     pub fn in_group(&self) -> bool {
         !self.group_uuid.is_empty() && self.group_task_count > 0
@@ -182,4 +200,36 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Releases connections.
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> StateContext {
+        StateContext::of(&Signature::new("add"))
+    }
+
+    #[test]
+    fn a_stored_state_is_learned_only_for_its_own_task_and_with_a_time() {
+        let pending = TaskState::pending("task_a", "stored-name");
+        let bytes = pending.to_vec().unwrap();
+        let mut c = ctx();
+        assert!(c.learn_stored("task_a", &bytes));
+        assert_eq!(c.created_at, pending.created_at);
+        assert_eq!(
+            c.task_name, "stored-name",
+            "TaskName carried over, as Go's merge"
+        );
+
+        let mut c = ctx();
+        assert!(!c.learn_stored("task_b", &bytes), "another task's state");
+        assert_eq!((c.created_at, c.task_name.as_str()), (None, "add"));
+
+        let zero = TaskState::received("task_a").to_vec().unwrap();
+        assert!(!ctx().learn_stored("task_a", &zero), "Go's zero time");
+        assert!(!ctx().learn_stored("task_a", b"{not json"), "not a state");
+        assert!(!ctx().learn_stored("task_a", b""), "empty");
+    }
 }

@@ -59,6 +59,21 @@ pub trait Broker: Send + Sync + 'static {
     /// consumer holds unacknowledged at once, including those being processed.
     async fn consume(&self, queues: &[String], prefetch: usize) -> Result<Box<dyn Consumer>>;
 
+    /// [`Broker::consume`] for a worker whose task states go to `backend` (what the worker
+    /// calls). The default ignores `backend`. A broker that can read a task's stored state in
+    /// the same request that fetches its message may do so and hand it out with the delivery
+    /// ([`Delivery::stored_state`]), so the worker's first state write needs no read of its
+    /// own: the Redis broker does when `backend` is a Redis backend on its own connection.
+    async fn consume_for(
+        &self,
+        queues: &[String],
+        prefetch: usize,
+        backend: &dyn Backend,
+    ) -> Result<Box<dyn Consumer>> {
+        let _ = backend;
+        self.consume(queues, prefetch).await
+    }
+
     /// Messages waiting in `queue` (not the delayed ones), oldest first, at most `limit`.
     async fn pending(&self, queue: &str, limit: usize) -> Result<Vec<Bytes>>;
 
@@ -128,6 +143,11 @@ pub struct Delivery {
     /// How many times it was delivered before, where the broker knows (AMQP `redelivered`,
     /// SQS receive count …); 0 otherwise.
     pub redeliveries: u32,
+    /// The task's state (Go's `TaskState` JSON) as the broker read it from the worker's result
+    /// backend when it fetched the message ([`Broker::consume_for`]); `None` when the broker
+    /// did not read it. The worker takes the stored `CreatedAt` and `TaskName` from it (for
+    /// the same task UUID only) instead of the backend reading them again.
+    pub stored_state: Option<Bytes>,
     acker: Box<dyn Acknowledger>,
 }
 
@@ -148,8 +168,17 @@ impl Delivery {
             queue,
             body,
             redeliveries: 0,
+            stored_state: None,
             acker,
         }
+    }
+
+    /// This delivery with the task's stored state the broker read with it
+    /// ([`Delivery::stored_state`]).
+    #[must_use]
+    pub fn with_stored_state(mut self, state: Bytes) -> Self {
+        self.stored_state = Some(state);
+        self
     }
 
     /// Decodes the body.

@@ -278,7 +278,12 @@ impl Worker {
             } else {
                 self.concurrency
             };
-            match self.server.broker().consume(&self.queues, prefetch).await {
+            match self
+                .server
+                .broker()
+                .consume_for(&self.queues, prefetch, self.server.backend().as_ref())
+                .await
+            {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     self.report(&e);
@@ -334,7 +339,9 @@ impl Worker {
                         if let Err(e) = consumer.stop().await {
                             self.report(&e);
                         }
-                        match self.server.broker().consume(&self.queues, wanted).await {
+                        let broker = self.server.broker();
+                        let backend = self.server.backend().as_ref();
+                        match broker.consume_for(&self.queues, wanted, backend).await {
                             Ok(c) => consumer = c,
                             Err(e) => {
                                 self.report(&e);
@@ -528,6 +535,9 @@ impl Worker {
         let sig = ctx.signature();
         let task_metrics = task.metrics(&sig.name);
         let mut state_ctx = StateContext::of(sig);
+        if let Some(stored) = &delivery.stored_state {
+            state_ctx.learn_stored(&sig.uuid, stored);
+        }
         // The arguments are decoded first, so that RECEIVED and STARTED, which follow each
         // other, go to the backend together (one round trip on Redis).
         let fut = match task.call(ctx.clone(), &sig.args) {

@@ -6,9 +6,11 @@
 //!   every other state carries `TaskName` and `CreatedAt` over from the stored state.
 //! * The worker's writes ([`Backend::set_task_state`], [`Backend::set_task_states`]) come with a
 //!   [`StateContext`]: `TaskName` is the signature's, and `CreatedAt` is read once per task —
-//!   one `GET` before its first write (RECEIVED), decoded and merged as Go's
-//!   `mergeNewTaskState` does (GET, then SET) — and kept in the context, so every later state
-//!   (STARTED, SUCCESS, FAILURE, RETRY) is a plain `SET … EX` with no read and no script.
+//!   by the broker's fetch script when broker and backend share a connection (the worker puts
+//!   it in the context from `Delivery::stored_state`), else one `GET` before the first write
+//!   (RECEIVED) — decoded and merged as Go's `mergeNewTaskState` does (GET, then SET), and
+//!   kept in the context, so every state (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY) is a
+//!   plain `SET … EX` with no read of its own and no script.
 //!   RECEIVED and STARTED go out together, as two `SET`s in one request (a reader can still
 //!   see each); a final state's `SET` and its `PUBLISH` (below) go together too.
 //! * Those requests (the merge `GET`, the `SET`s, a PENDING's `SET`) are not sent one by one:
@@ -53,7 +55,8 @@ const TRIGGER_PATIENCE: Duration = Duration::from_secs(20);
 ///
 /// * `set_task_state` / `set_task_states` (the worker's and the server's writes):
 ///   `SET <uuid> <json> EX <results_expire_in>` per state; `TaskName`/`CreatedAt` carried over
-///   from one `GET` per task (Go does GET then SET for every state). Each call's commands are
+///   from the stored state, read once per task: by the broker's fetch when it shares this
+///   connection, else one `GET` (Go does GET then SET for every state). Each call's commands are
 ///   sent in one request, coalesced with other tasks' requests (one pipeline per round).
 /// * `set_state` (no context): the same `SET`, with `TaskName`/`CreatedAt` carried over from the
 ///   stored state in one script. A key holding another Redis type is

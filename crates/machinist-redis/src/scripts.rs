@@ -5,7 +5,7 @@
 //!
 //! | script | keys | what |
 //! |---|---|---|
-//! | [`FETCH`] | queue, processing | move up to N messages queue → processing (`LRANGE`, `LTRIM`, `RPUSH`) |
+//! | [`FETCH`] | queue, processing | move up to N messages queue → processing (`LRANGE`, `LTRIM`, `RPUSH`); optionally each with its task's stored state |
 //! | [`REQUEUE`] | processing, queue | remove one message from processing; if it was there, push it back to the queue's front |
 //! | [`DEAD_LETTER`] | processing, dead | remove one message from processing; if it was there, append its dead-letter record (trimmed) |
 //! | [`REAP`] | processing, queue | move a whole processing list back to the queue's front, in order |
@@ -21,12 +21,17 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: queue, processing. ARGV: n. Moves up to n messages from the queue's head to the
-/// processing list's tail and returns them, oldest first: what n `LMOVE … LEFT RIGHT` do, in
-/// three commands whatever n (`LRANGE`, `LTRIM`, `RPUSH`), atomically.
+/// KEYS: queue, processing. ARGV: n, read states (`1` or `0`). Moves up to n messages from
+/// the queue's head to the processing list's tail and returns them, oldest first: what n
+/// `LMOVE … LEFT RIGHT` do, in three commands whatever n (`LRANGE`, `LTRIM`, `RPUSH`),
+/// atomically. With states read, returns pairs instead: each message, then the value stored
+/// under its task's UUID (the first `"UUID":"…"` in its JSON, which is the signature's own
+/// in Go's field order and machinist's; the worker checks the state's `TaskUUID`), or `""`
+/// when there is none or it is not a string. Only on a standalone server: the state keys are
+/// not declared (they live in other cluster slots).
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        r#"
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
 local out = redis.call('LRANGE', KEYS[1], 0, n - 1)
@@ -35,8 +40,20 @@ redis.call('LTRIM', KEYS[1], #out, -1)
 for i = 1, #out, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
 end
-return out
-",
+if ARGV[2] ~= '1' then return out end
+local with = {}
+for i, m in ipairs(out) do
+  local state = ''
+  local id = string.match(m, '"UUID"%s*:%s*"([^"\\]+)"')
+  if id then
+    local v = redis.pcall('GET', id)
+    if type(v) == 'string' then state = v end
+  end
+  with[2 * i - 1] = m
+  with[2 * i] = state
+end
+return with
+"#,
     )
 });
 

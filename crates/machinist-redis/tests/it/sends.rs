@@ -1,6 +1,7 @@
 //! The hot path's round trips: a task sent with its PENDING in one request when broker and
 //! backend share a connection (and in two, in order, when they do not), and acks that the
-//! worker does not wait for but that still land before the consumer's cleanup. Requests are
+//! worker does not wait for but that still land before the consumer's cleanup, and task
+//! states read by the fetch itself, so the worker's first write reads nothing of its own. Requests are
 //! counted by the connection's own write queue ([`RedisConnection::requests`]); what is
 //! stored is read back with a plain client, on a private server.
 
@@ -282,4 +283,290 @@ fn a_worker_returns_with_every_ack_landed_so_an_exit_redelivers_nothing() {
             assert_eq!(state.state, State::Success);
         }
     });
+}
+
+/// A fresh queue's server whose broker and backend share one connection, with a plain client.
+struct SharedSetup {
+    queue: String,
+    conn: RedisConnection,
+    broker: RedisBroker,
+    backend: RedisBackend,
+    server: Server,
+    c: redis::aio::MultiplexedConnection,
+}
+
+async fn shared_setup(redis: &RedisServer, prefix: &str) -> SharedSetup {
+    let queue = unique(prefix);
+    let cfg = config(&queue);
+    let c = raw(&redis.url()).await;
+    let conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let broker = RedisBroker::new(conn.clone());
+    let backend = RedisBackend::new(conn.clone());
+    let server = Server::new(
+        cfg,
+        Arc::new(broker.clone()),
+        Arc::new(backend.clone()),
+        Arc::new(RedisLock::new(conn.clone())),
+    );
+    machinist_testkit::tasks::register_all(&server);
+    SharedSetup {
+        queue,
+        conn,
+        broker,
+        backend,
+        server,
+        c,
+    }
+}
+
+async fn send_add(server: &Server) -> String {
+    server
+        .send_task(Signature::new("add").args((1i64, 2i64)))
+        .await
+        .unwrap()
+        .uuid()
+        .to_owned()
+}
+
+async fn next_of(consumer: &mut Box<dyn Consumer>) -> Delivery {
+    within(10, "a delivery", consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// `consume_for` with the backend on the broker's own connection: each delivery comes with
+/// the bytes stored under its task's UUID, read in the fetch itself; none when the key is
+/// missing or holds another type (the worker's own read then reports it). Plain `consume`, or
+/// a backend on another connection, reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let SharedSetup {
+        queue,
+        conn,
+        broker,
+        backend,
+        server,
+        mut c,
+    } = shared_setup(&redis, "fetched").await;
+    let pending = send_add(&server).await;
+    let missing = send_add(&server).await;
+    let _: () = c.del(&missing).await.unwrap();
+    let hash = send_add(&server).await;
+    let _: () = c.del(&hash).await.unwrap();
+    let _: () = c.hset(&hash, "f", "v").await.unwrap();
+    let stored: Vec<u8> = c.get(&pending).await.unwrap();
+
+    let queues = std::slice::from_ref(&queue);
+    let mut consumer = broker.consume_for(queues, 10, &backend).await.unwrap();
+    let mut by_uuid = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let d = next_of(&mut consumer).await;
+        by_uuid.insert(d.signature().unwrap().uuid, d);
+    }
+    assert_eq!(
+        by_uuid[&pending].stored_state.as_deref(),
+        Some(stored.as_slice()),
+        "the PENDING as stored"
+    );
+    assert_eq!(by_uuid[&missing].stored_state, None, "no state stored");
+    assert_eq!(by_uuid[&hash].stored_state, None, "not a string");
+    for d in by_uuid.values() {
+        d.ack().await.unwrap();
+    }
+    consumer.stop().await.unwrap();
+
+    // Plain `consume`, and a backend on a connection of its own: nothing read.
+    let other = RedisBackend::new(
+        RedisConnection::connect(options(&redis.url(), &queue, &config(&queue)))
+            .await
+            .unwrap(),
+    );
+    for shared_backend in [false, true] {
+        let uuid = send_add(&server).await;
+        let mut consumer = if shared_backend {
+            broker.consume_for(queues, 10, &other).await.unwrap()
+        } else {
+            broker.consume(queues, 10).await.unwrap()
+        };
+        let d = next_of(&mut consumer).await;
+        assert_eq!(d.signature().unwrap().uuid, uuid);
+        assert_eq!(
+            d.stored_state, None,
+            "backend on another connection: {shared_backend}"
+        );
+        d.ack().await.unwrap();
+        consumer.stop().await.unwrap();
+    }
+    drop(conn);
+}
+
+/// Hands out what the Redis consumer fetched, after rewriting each task's stored PENDING with
+/// another `CreatedAt` (as if it changed between the fetch and the worker's first write): a
+/// worker that reads the state again stores the new time, one that took it from the fetch
+/// stores the old one.
+struct Rewriting {
+    inner: Box<dyn Consumer>,
+    c: redis::aio::MultiplexedConnection,
+}
+
+/// The `CreatedAt` the rewritten PENDINGs carry.
+const REWRITTEN: &str = "2001-02-03T04:05:06Z";
+
+#[async_trait::async_trait]
+impl Consumer for Rewriting {
+    async fn next(&mut self) -> machinist_core::Result<Option<Delivery>> {
+        let Some(d) = self.inner.next().await? else {
+            return Ok(None);
+        };
+        let uuid = d.signature().unwrap().uuid;
+        let mut pending = TaskState::pending(&uuid, "add");
+        pending.created_at = Some(REWRITTEN.parse().unwrap());
+        let _: () = self.c.set(&uuid, pending.to_vec().unwrap()).await.unwrap();
+        Ok(Some(d))
+    }
+
+    async fn stop(&mut self) -> machinist_core::Result<()> {
+        self.inner.stop().await
+    }
+
+    async fn flush(&mut self) -> machinist_core::Result<()> {
+        self.inner.flush().await
+    }
+}
+
+/// A Redis broker whose consumers are [`Rewriting`]; `read_states` off: they are plain
+/// `consume` ones, which read no states.
+struct RewritingBroker {
+    inner: RedisBroker,
+    c: redis::aio::MultiplexedConnection,
+    read_states: bool,
+}
+
+#[async_trait::async_trait]
+impl Broker for RewritingBroker {
+    async fn publish(
+        &self,
+        signature: &Signature,
+        body: bytes::Bytes,
+    ) -> machinist_core::Result<()> {
+        self.inner.publish(signature, body).await
+    }
+
+    async fn consume(
+        &self,
+        queues: &[String],
+        prefetch: usize,
+    ) -> machinist_core::Result<Box<dyn Consumer>> {
+        self.inner.consume(queues, prefetch).await
+    }
+
+    async fn consume_for(
+        &self,
+        queues: &[String],
+        prefetch: usize,
+        backend: &dyn machinist_core::Backend,
+    ) -> machinist_core::Result<Box<dyn Consumer>> {
+        let inner = if self.read_states {
+            self.inner.consume_for(queues, prefetch, backend).await?
+        } else {
+            self.inner.consume(queues, prefetch).await?
+        };
+        Ok(Box::new(Rewriting {
+            inner,
+            c: self.c.clone(),
+        }))
+    }
+
+    async fn pending(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> machinist_core::Result<Vec<bytes::Bytes>> {
+        self.inner.pending(queue, limit).await
+    }
+
+    async fn delayed(
+        &self,
+        limit: usize,
+    ) -> machinist_core::Result<Vec<(chrono::DateTime<chrono::Utc>, bytes::Bytes)>> {
+        self.inner.delayed(limit).await
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> machinist_core::Result<Vec<(String, bytes::Bytes)>> {
+        self.inner.dead_letters(queue, limit).await
+    }
+
+    async fn purge(&self, queue: &str) -> machinist_core::Result<u64> {
+        self.inner.purge(queue).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// The worker's states carry the `CreatedAt` the fetch read (no read of their own); with a
+/// consumer that read no states, the worker reads the stored one, as Go does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_takes_created_at_from_the_fetch() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let SharedSetup {
+        queue,
+        broker,
+        backend,
+        c,
+        ..
+    } = shared_setup(&redis, "fetched_worker").await;
+    for read_states in [true, false] {
+        let server = Server::new(
+            config(&queue),
+            Arc::new(RewritingBroker {
+                inner: broker.clone(),
+                c: c.clone(),
+                read_states,
+            }),
+            Arc::new(backend.clone()),
+            Arc::new(machinist_core::memory::MemoryLock::new()),
+        );
+        machinist_testkit::tasks::register_all(&server);
+        let uuid = send_add(&server).await;
+        let mut c = c.clone();
+        let sent: Vec<u8> = c.get(&uuid).await.unwrap();
+        let sent = TaskState::from_slice(&sent).unwrap().created_at.unwrap();
+        let worker = server.new_worker("w", 4).launch_async();
+        let done = poll_until(10, "the task's SUCCESS", || {
+            let mut c = c.clone();
+            let uuid = uuid.clone();
+            async move {
+                let raw: Vec<u8> = c.get(&uuid).await.ok()?;
+                let state = TaskState::from_slice(&raw).ok()?;
+                (state.state == State::Success).then_some(state)
+            }
+        })
+        .await;
+        within(10, "the worker's stop", worker.quit())
+            .await
+            .unwrap();
+        let rewritten = REWRITTEN.parse().unwrap();
+        let expected = if read_states { sent } else { rewritten };
+        assert_ne!(sent, rewritten);
+        assert_eq!(
+            done.created_at,
+            Some(expected),
+            "CreatedAt with states read by the fetch: {read_states}"
+        );
+        assert_eq!(done.task_name, "add");
+    }
 }
