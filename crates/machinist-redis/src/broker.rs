@@ -917,10 +917,11 @@ impl Consumer for RedisConsumer {
         }
     }
 
-    /// The write queue sends its rounds in order, one at a time: once a `PING` queued now is
-    /// answered, every ack queued before it was sent and answered. Then one more try for the
-    /// settlements an outage kept (the heartbeat retries them too while the consumer lives).
-    /// Bounded by the response timeout; whatever still fails returns when the lease lapses.
+    /// The write queue sends its rounds in order and answers them in order: once a `PING`
+    /// queued now is answered, every ack queued before it was sent and answered. Then one more
+    /// try for the settlements an outage kept (the heartbeat retries them too while the
+    /// consumer lives). Bounded by the response timeout; whatever still fails returns when the
+    /// lease lapses.
     async fn flush(&mut self) -> Result<()> {
         let shared = &self.shared;
         let bound = shared.conn.options().response_timeout + Duration::from_secs(1);
