@@ -97,6 +97,10 @@ pub struct BenchArgs {
     /// One JSON object per scenario per line on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Runtime threads of the bench process and of each worker process (default: one per
+    /// CPU, as `machinist worker`). The floor runs on the same runtime.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
 }
 
 /// A bench scenario.
@@ -158,7 +162,8 @@ impl Scenario {
 /// `machinist bench`: tracing at `warn` (unless `RUST_LOG`), then the scenarios.
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = crate::init_tracing(None, "warn");
-    crate::runtime()?.block_on(run(args))
+    let threads = args.threads.map(usize_of);
+    crate::runtime_with(threads)?.block_on(run(args))
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -308,7 +313,7 @@ impl Bench {
     fn header(&self) {
         eprintln!(
             "machinist bench: broker {} · results {} · workers {} · producers {} · payload {} B · \
-             {} tasks per scenario",
+             {} tasks per scenario · runtime threads {}",
             redact(&self.broker_url),
             if self.null_backend {
                 "null".to_owned()
@@ -319,6 +324,9 @@ impl Bench {
             self.args.producers,
             self.args.payload,
             self.args.tasks,
+            self.args
+                .threads
+                .map_or_else(|| "one per CPU".to_owned(), |n| n.to_string()),
         );
     }
 
@@ -562,6 +570,7 @@ impl Bench {
                     backend: self.backend_url.clone(),
                     queue: env.queue.clone(),
                     concurrency: usize_of(self.args.concurrency),
+                    threads: self.args.threads,
                 };
                 Workers::spawn_children(n, &spec).await
             }
@@ -1191,6 +1200,7 @@ impl Outcome {
             "workers": bench.workers_text(),
             "worker_processes": bench.children(),
             "concurrency": bench.args.concurrency,
+            "threads": bench.args.threads,
             "producers": bench.args.producers,
             "payload_bytes": bench.args.payload,
             "tasks": self.tasks,

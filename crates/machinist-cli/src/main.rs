@@ -252,7 +252,10 @@ fn worker_main(args: worker::WorkerArgs) -> anyhow::Result<ExitCode> {
         Some(config.log_level.trim()).filter(|l| !l.is_empty()),
         "info",
     );
-    runtime()?.block_on(worker::run(args, config, log))
+    let threads = args
+        .threads
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    runtime_with(threads)?.block_on(worker::run(args, config, log))
 }
 
 /// Changes the log filter of a running command.
@@ -279,7 +282,17 @@ fn init_tracing(configured: Option<&str>, default_level: &str) -> Option<LogHand
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// A multi-thread runtime with `threads` worker threads (`None`: tokio's default, one per CPU,
+/// or `TOKIO_WORKER_THREADS`).
+fn runtime_with(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")

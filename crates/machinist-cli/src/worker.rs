@@ -44,6 +44,12 @@ pub struct WorkerArgs {
         value_parser = PeriodicTaskConfig::parse_line
     )]
     pub periodic: Vec<PeriodicTaskConfig>,
+    /// Runtime threads (default: one per CPU). Tasks that wait on I/O need few: on a small
+    /// machine shared with its Redis, one thread did the same work with less CPU and more
+    /// throughput (fewer wake-ups between threads; see BENCHMARKS.md). Tasks that compute
+    /// without yielding need more, or `spawn_blocking`.
+    #[arg(long, value_name = "N", env = "MACHINIST_THREADS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
     /// The worker's name in logs (Go's consumer tag).
     #[arg(long, value_name = "NAME", default_value = "machinist_worker")]
     pub tag: String,

@@ -33,6 +33,8 @@ pub struct ChildSpec {
     pub queue: String,
     /// Tasks at once in each child.
     pub concurrency: usize,
+    /// Runtime threads of each child (`None`: its default).
+    pub threads: Option<u64>,
 }
 
 /// Running workers.
@@ -157,6 +159,12 @@ impl ChildWorker {
             .args(["--queue", &spec.queue])
             .args(["--concurrency", &spec.concurrency.to_string()])
             .args(["--tag", &format!("machinist_bench_{index}")])
+            .args(
+                spec.threads
+                    .map(|n| vec!["--threads".to_owned(), n.to_string()])
+                    .unwrap_or_default(),
+            )
+            .env_remove("MACHINIST_THREADS")
             .env("RUST_LOG", CHILD_LOG)
             .env_remove("MACHINIST_CONCURRENCY")
             .stdin(Stdio::null())
