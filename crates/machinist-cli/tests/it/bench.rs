@@ -144,6 +144,9 @@ fn sqlite_every_scenario_with_a_worker_process() {
         "1",
         "--concurrency",
         "8",
+        // Passed on to the worker process, which would not start on a flag it refused.
+        "--threads",
+        "1",
     ]);
     let names: Vec<&str> = lines
         .iter()
@@ -173,6 +176,7 @@ fn sqlite_every_scenario_with_a_worker_process() {
         assert_eq!(line["succeeded"], tasks, "{line}");
         assert_eq!(line["verified"], true, "{line}");
         assert!(line["peak_rss_mb"].is_number(), "{line}");
+        assert_eq!(line["threads"], 1, "{line}");
     }
     let chord = &lines[5];
     assert_eq!(chord["chords"], 6, "{chord}");
