@@ -58,6 +58,10 @@ pub struct Floor {
     pub enqueue: f64,
     /// Tasks per second, one command at a time.
     pub serial: f64,
+    /// Redis: commands the server ran per second during the pipelined loop (its
+    /// `total_commands_processed`, every client's): the rate machinist's own count is set
+    /// against. `None` for AMQP.
+    pub server_commands_per_sec: Option<f64>,
     /// Per-task time of the one-at-a-time loop (Redis: push, pop, result write; AMQP:
     /// publish and confirm, delivery, ack).
     pub serial_latency: Option<Percentiles>,
@@ -91,9 +95,14 @@ pub fn redis_floor(
     // Warm the connection and the server's allocator a little, untimed.
     pipelined_loop(&mut con, &queue, 2 * BATCH, body, result, &result_key)?;
 
+    let commands_before = server_commands(&mut con);
     let started = Instant::now();
     pipelined_loop(&mut con, &queue, tasks, body, result, &result_key)?;
-    let pipelined = tasks as f64 / started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+    let pipelined = tasks as f64 / seconds;
+    let server_commands_per_sec = commands_before
+        .zip(server_commands(&mut con))
+        .map(|(before, after)| after.saturating_sub(before) as f64 / seconds);
 
     let started = Instant::now();
     let mut done = 0;
@@ -136,7 +145,17 @@ pub fn redis_floor(
         enqueue,
         serial,
         serial_latency: Percentiles::of(&mut samples),
+        server_commands_per_sec,
     })
+}
+
+/// The Redis server's `total_commands_processed` (`INFO stats`): every command any client
+/// had it run, including those a script runs. `None` when it cannot be read.
+pub fn server_commands(con: &mut redis::Connection) -> Option<u64> {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `tasks` tasks through push, pop and result write, [`BATCH`] per pipeline.
@@ -321,6 +340,7 @@ async fn amqp_measure(
         enqueue,
         serial,
         serial_latency: Percentiles::of(&mut samples),
+        server_commands_per_sec: None,
     })
 }
 

@@ -212,6 +212,23 @@ fn redis_end_to_end_beside_the_raw_floor() {
         assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
     }
     assert!(lines[1]["floor_p50_ms"].is_number(), "{}", lines[1]);
+    // The server's own count: a task costs at least its PENDING, its push, its fetch share and
+    // its states; the floor ran its three commands per task at some rate.
+    let e2e = &lines[0];
+    let per_task = e2e["server_commands_per_task"].as_f64().unwrap_or_default();
+    assert!((4.0..30.0).contains(&per_task), "{e2e}");
+    assert!(
+        e2e["server_commands_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{e2e}"
+    );
+    assert!(
+        e2e["floor_server_commands_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{e2e}"
+    );
     // Nothing left behind: the floor's keys and the bench's states are deleted, queues empty.
     let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
     assert!(keys.starts_with(":0"), "keys left in Redis: {keys}");
@@ -297,4 +314,10 @@ fn amqp_end_to_end_beside_the_raw_floor() {
         assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
     }
     assert!(lines[1]["floor_p50_ms"].is_number(), "{}", lines[1]);
+    // No Redis broker: no server command count.
+    assert!(
+        lines[0].get("server_commands_per_task").is_none(),
+        "{}",
+        lines[0]
+    );
 }
