@@ -97,10 +97,10 @@ pub struct BenchArgs {
     /// One JSON object per scenario per line on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Runtime threads of the bench process and of each worker process (default: one per
-    /// CPU, as `machinist worker`). The floor runs on the same runtime.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub threads: Option<u64>,
+    /// Runtime threads of the bench process (producers, in-process worker, floor) and of each
+    /// worker process; one by default, as `machinist worker`.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: u64,
 }
 
 /// A bench scenario.
@@ -162,8 +162,7 @@ impl Scenario {
 /// `machinist bench`: tracing at `warn` (unless `RUST_LOG`), then the scenarios.
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = crate::init_tracing(None, "warn");
-    let threads = args.threads.map(usize_of);
-    crate::runtime_with(threads)?.block_on(run(args))
+    crate::runtime_with(Some(usize_of(args.threads)))?.block_on(run(args))
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -324,9 +323,7 @@ impl Bench {
             self.args.producers,
             self.args.payload,
             self.args.tasks,
-            self.args
-                .threads
-                .map_or_else(|| "one per CPU".to_owned(), |n| n.to_string()),
+            self.args.threads,
         );
     }
 

@@ -252,10 +252,8 @@ fn worker_main(args: worker::WorkerArgs) -> anyhow::Result<ExitCode> {
         Some(config.log_level.trim()).filter(|l| !l.is_empty()),
         "info",
     );
-    let threads = args
-        .threads
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    runtime_with(threads)?.block_on(worker::run(args, config, log))
+    let threads = usize::try_from(args.threads).unwrap_or(usize::MAX);
+    runtime_with(Some(threads))?.block_on(worker::run(args, config, log))
 }
 
 /// Changes the log filter of a running command.

@@ -44,12 +44,13 @@ pub struct WorkerArgs {
         value_parser = PeriodicTaskConfig::parse_line
     )]
     pub periodic: Vec<PeriodicTaskConfig>,
-    /// Runtime threads (default: one per CPU). Tasks that wait on I/O need few: on a small
-    /// machine shared with its Redis, one thread did the same work with less CPU and more
-    /// throughput (fewer wake-ups between threads; see BENCHMARKS.md). Tasks that compute
-    /// without yielding need more, or `spawn_blocking`.
-    #[arg(long, value_name = "N", env = "MACHINIST_THREADS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub threads: Option<u64>,
+    /// Runtime threads. The example tasks never block a thread, so one is the default: on a
+    /// two-core machine shared with Redis it ran 20–50% more tasks per second than one thread
+    /// per core, with a third less CPU per task (fewer wake-ups between threads; see
+    /// BENCHMARKS.md). More threads let more cores run task code; for more throughput on
+    /// Redis, run more worker processes.
+    #[arg(long, value_name = "N", env = "MACHINIST_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: u64,
     /// The worker's name in logs (Go's consumer tag).
     #[arg(long, value_name = "NAME", default_value = "machinist_worker")]
     pub tag: String,

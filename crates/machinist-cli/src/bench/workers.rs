@@ -33,8 +33,8 @@ pub struct ChildSpec {
     pub queue: String,
     /// Tasks at once in each child.
     pub concurrency: usize,
-    /// Runtime threads of each child (`None`: its default).
-    pub threads: Option<u64>,
+    /// Runtime threads of each child.
+    pub threads: u64,
 }
 
 /// Running workers.
@@ -159,11 +159,7 @@ impl ChildWorker {
             .args(["--queue", &spec.queue])
             .args(["--concurrency", &spec.concurrency.to_string()])
             .args(["--tag", &format!("machinist_bench_{index}")])
-            .args(
-                spec.threads
-                    .map(|n| vec!["--threads".to_owned(), n.to_string()])
-                    .unwrap_or_default(),
-            )
+            .args(["--threads", &spec.threads.to_string()])
             .env_remove("MACHINIST_THREADS")
             .env("RUST_LOG", CHILD_LOG)
             .env_remove("MACHINIST_CONCURRENCY")

@@ -50,6 +50,7 @@ fn check_line(line: &Value, scenario: &str, broker: &str, tasks: u64) {
     assert_eq!(line["succeeded"], tasks, "{line}");
     assert_eq!(line["verified"], true, "{line}");
     assert!(line.get("note").is_none(), "{line}");
+    assert_eq!(line["threads"], 1, "one runtime thread by default: {line}");
     assert!(
         line["tasks_per_sec"].as_f64().is_some_and(|r| r > 0.0),
         "{line}"
@@ -146,7 +147,7 @@ fn sqlite_every_scenario_with_a_worker_process() {
         "8",
         // Passed on to the worker process, which would not start on a flag it refused.
         "--threads",
-        "1",
+        "2",
     ]);
     let names: Vec<&str> = lines
         .iter()
@@ -176,7 +177,7 @@ fn sqlite_every_scenario_with_a_worker_process() {
         assert_eq!(line["succeeded"], tasks, "{line}");
         assert_eq!(line["verified"], true, "{line}");
         assert!(line["peak_rss_mb"].is_number(), "{line}");
-        assert_eq!(line["threads"], 1, "{line}");
+        assert_eq!(line["threads"], 2, "{line}");
     }
     let chord = &lines[5];
     assert_eq!(chord["chords"], 6, "{chord}");
