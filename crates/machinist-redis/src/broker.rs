@@ -50,6 +50,12 @@ use crate::scripts;
 /// earliest remaining score, capped by `delayed_tasks_poll_period` (Go producers add tasks
 /// without telling us), and is woken early when this broker publishes an ETA task.
 ///
+/// In a cluster the queues live in other slots than the set, so no script can move a task: the
+/// mover claims due tasks with one script (`CLAIM_DUE`: each stays in the set, due again one
+/// `lease` later), pushes each to its queue, then removes it. A mover that dies in between
+/// loses nothing; its claimed tasks are moved by any mover once they come due again (a task
+/// pushed but not yet removed is then pushed twice: at-least-once, as everywhere else).
+///
 /// ## Consuming (at-least-once, where Go loses messages)
 ///
 /// Go pops with `BLPOP`: a worker that dies mid-task loses it. Here each consumer has an id,
@@ -514,12 +520,16 @@ impl Mover {
                 .map_err(|e| RedisError::redis(what, key, e))?;
             return Ok((moved, next.parse().ok()));
         }
-        // Cluster: the queues live in other slots. Claim atomically, then push each one; a
-        // push that fails puts the task back in the set, due at once.
+        // Cluster: the queues live in other slots. Claim atomically (the tasks stay in the set,
+        // due again one lease later), then push each one and remove it. A process that dies
+        // in between loses nothing: its claimed tasks come due again. A push that fails makes
+        // the task due at once again.
+        let lease = i64::try_from(options.lease.as_nanos()).unwrap_or(i64::MAX);
         let (due, next): (Vec<Vec<u8>>, String) = scripts::CLAIM_DUE
             .key(key)
             .arg(now)
             .arg(options.batch)
+            .arg(now.saturating_add(lease))
             .invoke_async(&mut c)
             .await
             .map_err(|e| RedisError::redis(what, key, e))?;
@@ -529,6 +539,10 @@ impl Mover {
             if let Err(e) = c.rpush::<_, _, ()>(&queue, &body).await {
                 let _: std::result::Result<(), _> = c.zadd(key, &body, now).await;
                 return Err(RedisError::redis(what, &queue, e));
+            }
+            if let Err(e) = c.zrem::<_, _, ()>(key, &body).await {
+                // Pushed: left in the set, it is pushed again when its claim lapses.
+                warn!("a moved delayed task stays claimed ({e}); it may be delivered twice");
             }
         }
         Ok((moved, next.parse().ok()))
@@ -1359,6 +1373,58 @@ async fn reap(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A cluster mover that claimed due tasks and died before pushing them: the tasks stay in
+    /// the set, not due until the claim lapses, and the next mover round after that moves them
+    /// (before this, the claim removed them and a crash lost them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_claimed_by_a_mover_that_died_come_due_again() {
+        let Some(cluster) = machinist_testkit::redis_server::RedisCluster::start(3) else {
+            return;
+        };
+        let lease = Duration::from_millis(800);
+        let options = RedisOptions::from_url(&cluster.url())
+            .unwrap()
+            .with_lease(lease);
+        assert!(options.is_cluster());
+        let conn = RedisConnection::connect(options.clone()).await.unwrap();
+        let mut c = conn.conn();
+        let key = options.delayed_tasks_key.clone();
+        let mut sig = Signature::new("add").args((1i64, 2i64));
+        sig.routing_key = "claimed_q".to_owned();
+        let body = sig.to_vec().unwrap();
+        let now = unix_nanos(Utc::now());
+        let _: () = c.zadd(&key, &body, now - 1_000_000_000).await.unwrap();
+
+        // The claim, and no push: the process dies here.
+        let (due, _): (Vec<Vec<u8>>, String) = scripts::CLAIM_DUE
+            .key(&key)
+            .arg(now)
+            .arg(10)
+            .arg(now + i64::try_from(lease.as_nanos()).unwrap())
+            .invoke_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(due, vec![body.clone()]);
+        let score: Option<f64> = c.zscore(&key, &body).await.unwrap();
+        assert!(score.is_some(), "a claimed task stays in the set");
+
+        let mover = Mover {
+            conn: conn.clone(),
+            wake: Arc::new(Notify::new()),
+            stop: CancellationToken::new(),
+        };
+        let (moved, next) = mover.round(&options).await.unwrap();
+        assert_eq!(moved, 0, "not due while claimed");
+        assert!(next.is_some(), "its claim's end is the next due time");
+        tokio::time::sleep(lease + Duration::from_millis(200)).await;
+        let (moved, _) = mover.round(&options).await.unwrap();
+        assert_eq!(moved, 1, "due again once the claim lapsed");
+        let queued: Vec<Vec<u8>> = c.lrange("claimed_q", 0, -1).await.unwrap();
+        assert_eq!(queued, vec![body.clone()], "pushed to its queue once");
+        let left: usize = c.zcard(&key).await.unwrap();
+        assert_eq!(left, 0, "removed from the set after the push");
+    }
 
     #[test]
     fn dead_letter_records_round_trip() {

@@ -10,7 +10,7 @@
 //! | [`DEAD_LETTER`] | processing, dead | remove one message from processing; if it was there, append its dead-letter record (trimmed) |
 //! | [`REAP`] | processing, queue | move a whole processing list back to the queue's front, in order |
 //! | [`MOVE_DUE`] | delayed set | move up to N due tasks to their `RoutingKey` lists (standalone) |
-//! | [`CLAIM_DUE`] | delayed set | remove and return up to N due tasks (cluster: the client pushes them) |
+//! | [`CLAIM_DUE`] | delayed set | return up to N due tasks, made due again one lease later (cluster: the client pushes them, then removes them) |
 //! | [`PURGE`] | queue | count and delete a queue |
 //! | [`SET_STATE`] | state | (a bare `set_state`) write a state, carrying `TaskName`/`CreatedAt` over from the stored one, and announce it |
 //! | [`TRIGGER_CHORD`] | group meta [, `TriggerChordMutex`] | flip `ChordTriggered` once, unless a Go worker holds the chord mutex |
@@ -136,13 +136,17 @@ return {{#due, nxt[2] or ''}}
     ))
 });
 
-/// KEYS: delayed set. ARGV: now (unix ns), limit. Removes up to `limit` due tasks and returns
-/// `{tasks, earliest remaining score or ''}`; the client pushes them to their queues.
+/// KEYS: delayed set. ARGV: now (unix ns), limit, claimed until (unix ns). Claims up to
+/// `limit` due tasks: each stays in the set with the score `claimed until`, so no other mover
+/// takes it meanwhile, and returns `{tasks, earliest remaining score or ''}`. The client pushes
+/// each to its queue, then removes it from the set; a client that dies between the two leaves
+/// its claimed tasks to be claimed again once they are due again (at-least-once: a task pushed
+/// but not yet removed may be pushed twice, none is lost).
 pub(crate) static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for i = 1, #due do redis.call('ZREM', KEYS[1], due[i]) end
+for i = 1, #due do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], due[i]) end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {due, nxt[2] or ''}
 ",
