@@ -270,6 +270,15 @@ impl Worker {
         }
     }
 
+    /// A consumer of the worker's queues, for its server's backend (`Broker::consume_for`).
+    async fn consume(&self, prefetch: usize) -> Result<Box<dyn Consumer>> {
+        let backend = self.server.backend().as_ref();
+        self.server
+            .broker()
+            .consume_for(&self.queues, prefetch, backend)
+            .await
+    }
+
     async fn connect(&self) -> Option<Box<dyn Consumer>> {
         let mut attempt = 0u32;
         loop {
@@ -278,12 +287,7 @@ impl Worker {
             } else {
                 self.concurrency
             };
-            match self
-                .server
-                .broker()
-                .consume_for(&self.queues, prefetch, self.server.backend().as_ref())
-                .await
-            {
+            match self.consume(prefetch).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     self.report(&e);
@@ -339,9 +343,7 @@ impl Worker {
                         if let Err(e) = consumer.stop().await {
                             self.report(&e);
                         }
-                        let broker = self.server.broker();
-                        let backend = self.server.backend().as_ref();
-                        match broker.consume_for(&self.queues, wanted, backend).await {
+                        match self.consume(wanted).await {
                             Ok(c) => consumer = c,
                             Err(e) => {
                                 self.report(&e);

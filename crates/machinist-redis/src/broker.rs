@@ -704,7 +704,7 @@ async fn run_op(
 }
 
 /// A fetched message: its queue's index, its body, and its task's stored state when the fetch
-/// read it (empty or absent: none).
+/// read one.
 type Fetched = (usize, Bytes, Option<Bytes>);
 
 type FetchResult = (Option<Conn>, std::result::Result<Vec<Fetched>, RedisError>);
@@ -801,8 +801,8 @@ impl RedisConsumer {
         };
         let delivery = Delivery::new(name, body, Box::new(acker));
         match state {
-            Some(state) if !state.is_empty() => delivery.with_stored_state(state),
-            _ => delivery,
+            Some(state) => delivery.with_stored_state(state),
+            None => delivery,
         }
     }
 

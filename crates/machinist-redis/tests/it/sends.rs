@@ -45,25 +45,56 @@ async fn send_and_check(server: &Server, c: &mut redis::aio::MultiplexedConnecti
     let _: () = c.del(queue).await.unwrap();
 }
 
+/// A fresh queue's server whose broker and backend share one connection, with a plain client.
+struct SharedSetup {
+    queue: String,
+    conn: RedisConnection,
+    broker: RedisBroker,
+    backend: RedisBackend,
+    server: Server,
+    c: redis::aio::MultiplexedConnection,
+}
+
+async fn shared_setup(redis: &RedisServer, prefix: &str) -> SharedSetup {
+    let queue = unique(prefix);
+    let cfg = config(&queue);
+    let c = raw(&redis.url()).await;
+    let conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
+        .await
+        .unwrap();
+    let broker = RedisBroker::new(conn.clone());
+    let backend = RedisBackend::new(conn.clone());
+    let server = Server::new(
+        cfg,
+        Arc::new(broker.clone()),
+        Arc::new(backend.clone()),
+        Arc::new(RedisLock::new(conn.clone())),
+    );
+    machinist_testkit::tasks::register_all(&server);
+    SharedSetup {
+        queue,
+        conn,
+        broker,
+        backend,
+        server,
+        c,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_and_its_pending_go_in_one_request_on_a_shared_connection() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let queue = unique("sends");
-    let cfg = config(&queue);
-    let mut c = raw(&redis.url()).await;
-
     // One connection for broker and backend (what `machinist::connect` does for one URL).
-    let shared = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
-        .await
-        .unwrap();
-    let server = Server::new(
-        cfg.clone(),
-        Arc::new(RedisBroker::new(shared.clone())),
-        Arc::new(RedisBackend::new(shared.clone())),
-        Arc::new(RedisLock::new(shared.clone())),
-    );
+    let SharedSetup {
+        queue,
+        conn: shared,
+        server,
+        mut c,
+        ..
+    } = shared_setup(&redis, "sends").await;
+    let cfg = config(&queue);
     let before = shared.requests();
     send_and_check(&server, &mut c, &queue).await;
     let after = shared.requests();
@@ -285,42 +316,6 @@ fn a_worker_returns_with_every_ack_landed_so_an_exit_redelivers_nothing() {
     });
 }
 
-/// A fresh queue's server whose broker and backend share one connection, with a plain client.
-struct SharedSetup {
-    queue: String,
-    conn: RedisConnection,
-    broker: RedisBroker,
-    backend: RedisBackend,
-    server: Server,
-    c: redis::aio::MultiplexedConnection,
-}
-
-async fn shared_setup(redis: &RedisServer, prefix: &str) -> SharedSetup {
-    let queue = unique(prefix);
-    let cfg = config(&queue);
-    let c = raw(&redis.url()).await;
-    let conn = RedisConnection::connect(options(&redis.url(), &queue, &cfg))
-        .await
-        .unwrap();
-    let broker = RedisBroker::new(conn.clone());
-    let backend = RedisBackend::new(conn.clone());
-    let server = Server::new(
-        cfg,
-        Arc::new(broker.clone()),
-        Arc::new(backend.clone()),
-        Arc::new(RedisLock::new(conn.clone())),
-    );
-    machinist_testkit::tasks::register_all(&server);
-    SharedSetup {
-        queue,
-        conn,
-        broker,
-        backend,
-        server,
-        c,
-    }
-}
-
 async fn send_add(server: &Server) -> String {
     server
         .send_task(Signature::new("add").args((1i64, 2i64)))
@@ -348,11 +343,11 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
     };
     let SharedSetup {
         queue,
-        conn,
         broker,
         backend,
         server,
         mut c,
+        ..
     } = shared_setup(&redis, "fetched").await;
     let pending = send_add(&server).await;
     let missing = send_add(&server).await;
@@ -403,7 +398,6 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
         d.ack().await.unwrap();
         consumer.stop().await.unwrap();
     }
-    drop(conn);
 }
 
 /// Hands out what the Redis consumer fetched, after rewriting each task's stored PENDING with
