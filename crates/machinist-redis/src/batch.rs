@@ -14,8 +14,13 @@
 //!   request of their own, exactly as without batching — no hop, no timer, no linger.
 //! * Otherwise a caller appends its commands (one or a few, e.g. `SET` + `PUBLISH`, built
 //!   beforehand) to the pipeline being filled, under a mutex, with a oneshot for its answer,
-//!   and wakes the writer task if the queue was empty. The writer sends at once what it finds;
-//!   nothing waits for more work.
+//!   and wakes the writer task if the queue was empty. The writer, woken or answered, first
+//!   yields to the runtime once, so that every task ready at that moment (the callers its last
+//!   round answered, above all) queues its commands too, then sends what it finds; nothing
+//!   waits on a timer. Without the yield, a woken writer ran straight after the caller that
+//!   woke it (tokio runs a task woken by the running one next) and sent rounds of one or two
+//!   callers: 0.51 Redis reads per task in the two-worker-process end-to-end bench, 0.30 with
+//!   it.
 //! * The writer task (spawned on first use, respawned if its runtime dropped it) sends rounds,
 //!   at most [`ROUNDS_IN_FLIGHT`] at once: a round is the oldest queued pipeline — everything
 //!   callers queued since the last round left, up to [`MAX_COMMANDS`] commands — sent with
@@ -419,6 +424,13 @@ async fn write_rounds(queue: Arc<Queue>, conn: Conn) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         let mut closed = false;
+        if in_flight.len() < ROUNDS_IN_FLIGHT {
+            // Let every task that is ready now run first: the callers the last round just
+            // answered, and those woken with them, queue their next commands into the pipeline
+            // about to leave instead of the one after it. Costs one pass through the
+            // scheduler's queue, no timer, so an idle connection's latency is unchanged.
+            tokio::task::yield_now().await;
+        }
         while in_flight.len() < ROUNDS_IN_FLIGHT {
             let next = {
                 let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -540,10 +552,10 @@ mod tests {
     }
 }
 
-/// Against a private server: what the write queue promises about order.
+/// Against a private server: what the write queue promises about order and coalescing.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod ordering {
+mod on_a_server {
     use std::sync::{Arc, Mutex};
 
     use machinist_testkit::redis_server::RedisServer;
@@ -551,17 +563,23 @@ mod ordering {
     use super::command;
     use crate::{RedisConnection, RedisOptions};
 
+    /// A private server and a connection to it (`None` without `redis-server` on PATH).
+    async fn connected() -> Option<(RedisServer, RedisConnection)> {
+        let server = RedisServer::start()?;
+        let conn = RedisConnection::connect(RedisOptions::from_url(&server.url()).unwrap())
+            .await
+            .unwrap();
+        Some((server, conn))
+    }
+
     /// Thousands of `INCR`s queued in order from one task, as detached callers (so many rounds
     /// go out, up to two in flight): Redis ran them in queue order (each got the next number)
     /// and their callbacks ran in that order too; a `PING` queued last is answered after all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rounds_leave_and_are_answered_in_queue_order() {
-        let Some(server) = RedisServer::start() else {
+        let Some((_server, conn)) = connected().await else {
             return;
         };
-        let conn = RedisConnection::connect(RedisOptions::from_url(&server.url()).unwrap())
-            .await
-            .unwrap();
         const N: usize = 5000;
         let seen = Arc::new(Mutex::new(Vec::with_capacity(N)));
         for i in 0..N {
@@ -595,5 +613,40 @@ mod ordering {
         }
         let stats = conn.requests();
         assert!(stats.requests >= 20, "many rounds: {stats:?}");
+    }
+
+    /// Callers that send one request after another, as producers do, on one runtime thread:
+    /// when a round is answered, the callers it answered queue their next request before the
+    /// writer sends again, so each round carries all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn answered_callers_share_the_next_round() {
+        let Some((_server, conn)) = connected().await else {
+            return;
+        };
+        const CALLERS: usize = 16;
+        const EACH: usize = 200;
+        let before = conn.requests();
+        let mut callers = Vec::new();
+        for _ in 0..CALLERS {
+            let conn = conn.clone();
+            callers.push(tokio::spawn(async move {
+                for _ in 0..EACH {
+                    conn.batched([command(&[b"INCR", b"n"])]).await.unwrap();
+                }
+            }));
+        }
+        for c in callers {
+            c.await.unwrap();
+        }
+        let after = conn.requests();
+        let requests = after.requests - before.requests;
+        let per_request = (CALLERS * EACH) as f64 / requests as f64;
+        // Two rounds in flight share the 16 callers: at best 8 per request (7.9 measured;
+        // 5.5 without the yield, when the woken writer ran before the answered callers).
+        assert!(
+            per_request >= 7.0,
+            "{requests} requests for {} calls: {per_request:.1} callers per request",
+            CALLERS * EACH
+        );
     }
 }
