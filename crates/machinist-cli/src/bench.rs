@@ -43,7 +43,7 @@ use machinist::{
 };
 use serde_json::{Value, json};
 
-use self::floor::{Floor, FloorServer};
+use self::floor::{Floor, FloorServer, ServerUse};
 use self::probe::{NullBackend, Probe, ProbeBackend, first_result};
 use self::sys::{Percentiles, Pid};
 use self::workers::{ChildSpec, Workers};
@@ -340,28 +340,27 @@ impl Bench {
         Ok((body, state.to_vec()?))
     }
 
-    /// The Redis broker's `total_commands_processed` now (`None`: not a Redis broker with a
+    /// The Redis broker's counters now ([`ServerUse`]; `None`: not a Redis broker with a
     /// floor, or unreadable). Read just outside a scenario's timed window, on a connection of
     /// its own.
-    async fn server_commands(&self) -> Option<u64> {
+    async fn server_use(&self) -> Option<ServerUse> {
         if self.broker_kind != Adapter::Redis || !floor::redis_floor_supported(&self.broker_url) {
             return None;
         }
         let url = self.broker_url.clone();
         tokio::task::spawn_blocking(move || {
             let client = redis::Client::open(url).ok()?;
-            floor::server_commands(&mut client.get_connection().ok()?)
+            ServerUse::read(&mut client.get_connection().ok()?)
         })
         .await
         .ok()
         .flatten()
     }
 
-    /// Commands the Redis server ran since it had run `before` (the read itself excluded).
-    async fn commands_since(&self, before: Option<u64>) -> Option<u64> {
+    /// What the Redis server did since `before` was read (the reads themselves excluded).
+    async fn server_use_since(&self, before: Option<ServerUse>) -> Option<ServerUse> {
         let before = before?;
-        let after = self.server_commands().await?;
-        Some(after.saturating_sub(before).saturating_sub(1))
+        Some(self.server_use().await?.since(before))
     }
 
     async fn measure_floor(&self) -> Option<Floor> {
@@ -677,16 +676,16 @@ impl Bench {
 
     async fn enqueue(&self, n: usize) -> anyhow::Result<Outcome> {
         let env = self.env(Scenario::Enqueue, n, false).await?;
-        let commands = self.server_commands().await;
+        let server_before = self.server_use().await;
         let meter = Meter::start();
         let t0 = Instant::now();
         let mut took = self.produce(&env, n, true).await?;
         let elapsed = t0.elapsed();
         let (peak_rss_mb, cpu_s) = meter.finish(None);
-        let commands = self.commands_since(commands).await;
+        let server = self.server_use_since(server_before).await;
         let purged = env.broker.purge(&env.queue).await?;
         let mut outcome = Outcome::new(self, Scenario::Enqueue, n, elapsed);
-        outcome.server_commands = commands;
+        outcome.server = server;
         outcome.latency = Percentiles::of(&mut took);
         outcome.peak_rss_mb = peak_rss_mb;
         outcome.cpu_s = cpu_s;
@@ -707,7 +706,7 @@ impl Bench {
         let filled = Instant::now();
         self.produce(&env, n, false).await?;
         eprintln!("bench: {} tasks queued in {:.1?}", n, filled.elapsed());
-        let commands = self.server_commands().await;
+        let server_before = self.server_use().await;
         let meter = Meter::start();
         let rss_before = sys::rss_mb(Pid::Current);
         let t0 = Instant::now();
@@ -725,10 +724,10 @@ impl Bench {
         let elapsed = end.duration_since(t0);
         let usage = workers.child_usage();
         let (peak_rss_mb, cpu_s) = meter.finish(Some(&usage));
-        let commands = self.commands_since(commands).await;
+        let server = self.server_use_since(server_before).await;
         workers.stop().await?;
         let mut outcome = Outcome::new(self, scenario, n, elapsed);
-        outcome.server_commands = commands;
+        outcome.server = server;
         outcome.peak_rss_mb = peak_rss_mb;
         outcome.cpu_s = cpu_s;
         if backlog {
@@ -748,7 +747,7 @@ impl Bench {
     async fn end_to_end(&self, scenario: Scenario, n: usize) -> anyhow::Result<Outcome> {
         let env = self.env(scenario, n, true).await?;
         let workers = self.start_workers(&env).await?;
-        let commands = self.server_commands().await;
+        let server_before = self.server_use().await;
         let meter = Meter::start();
         let t0 = Instant::now();
         self.produce(&env, n, false).await?;
@@ -756,10 +755,10 @@ impl Bench {
         let elapsed = end.duration_since(t0);
         let usage = workers.child_usage();
         let (peak_rss_mb, cpu_s) = meter.finish(Some(&usage));
-        let commands = self.commands_since(commands).await;
+        let server = self.server_use_since(server_before).await;
         workers.stop().await?;
         let mut outcome = Outcome::new(self, scenario, n, elapsed);
-        outcome.server_commands = commands;
+        outcome.server = server;
         outcome.peak_rss_mb = peak_rss_mb;
         outcome.cpu_s = cpu_s;
         outcome.set_probe_latencies(env.probe.as_deref(), 0..n);
@@ -1130,9 +1129,9 @@ struct Outcome {
     cpu_scope: &'static str,
     chords: Option<usize>,
     succeeded: usize,
-    /// Commands the Redis server ran during the timed window (every client's; Redis brokers
-    /// only).
-    server_commands: Option<u64>,
+    /// What the Redis server did during the timed window: commands (every client's) and CPU
+    /// time (Redis brokers only).
+    server: Option<ServerUse>,
     /// Completions stored again for a task already completed (a task run twice), when the
     /// probe saw them.
     duplicates: Option<usize>,
@@ -1154,7 +1153,7 @@ impl Outcome {
                 0.0
             },
             floor_tasks_per_sec: None,
-            server_commands: None,
+            server: None,
             latency: None,
             start_latency: None,
             peak_rss_mb: None,
@@ -1264,9 +1263,9 @@ impl Outcome {
             if let Some(rss) = self.rss_start_mb {
                 map.insert("rss_start_mb".into(), json!(round(rss, 1)));
             }
-            if let Some(commands) = self.server_commands.filter(|_| self.tasks > 0) {
+            if let Some(server) = self.server.filter(|_| self.tasks > 0) {
                 #[allow(clippy::cast_precision_loss)]
-                let (commands, tasks) = (commands as f64, self.tasks as f64);
+                let (commands, tasks) = (server.commands as f64, self.tasks as f64);
                 map.insert(
                     "server_commands_per_task".into(),
                     json!(round(commands / tasks, 2)),
@@ -1282,6 +1281,12 @@ impl Outcome {
                         "floor_server_commands_per_sec".into(),
                         json!(round(rate, 0)),
                     );
+                }
+                if let Some(us) = server.cpu_us_per_task(self.tasks) {
+                    map.insert("server_cpu_us_per_task".into(), json!(round(us, 2)));
+                }
+                if let Some(us) = floor.and_then(|f| f.server_cpu_us_per_task) {
+                    map.insert("floor_server_cpu_us_per_task".into(), json!(round(us, 2)));
                 }
             }
             if self.scenario == Scenario::Latency

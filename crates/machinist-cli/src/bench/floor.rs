@@ -66,6 +66,9 @@ pub struct Floor {
     /// `total_commands_processed`, every client's): the rate machinist's own count is set
     /// against. `None` for AMQP.
     pub server_commands_per_sec: Option<f64>,
+    /// Redis: microseconds of the server's CPU per task in that pass ([`ServerUse::cpu_s`]).
+    /// `None` for AMQP.
+    pub server_cpu_us_per_task: Option<f64>,
     /// Per-task time of the one-at-a-time loop (Redis: push, pop, result write; AMQP:
     /// publish and confirm, delivery, ack).
     pub serial_latency: Option<Percentiles>,
@@ -103,17 +106,19 @@ pub fn redis_floor(
     // one pass the VM interrupted does not set the ratio.
     let mut passes = Vec::with_capacity(PASSES);
     for _ in 0..PASSES {
-        let commands_before = server_commands(&mut con);
+        let before = ServerUse::read(&mut con);
         let started = Instant::now();
         pipelined_loop(&mut con, &queue, tasks, body, result, &result_key)?;
         let seconds = started.elapsed().as_secs_f64();
-        let commands_per_sec = commands_before
-            .zip(server_commands(&mut con))
-            .map(|(before, after)| after.saturating_sub(before) as f64 / seconds);
-        passes.push((tasks as f64 / seconds, commands_per_sec));
+        let used = before
+            .zip(ServerUse::read(&mut con))
+            .map(|(before, after)| after.since(before));
+        passes.push((tasks as f64 / seconds, seconds, used));
     }
     passes.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (pipelined, server_commands_per_sec) = passes[PASSES / 2];
+    let (pipelined, seconds, used) = passes[PASSES / 2];
+    let server_commands_per_sec = used.map(|u| u.commands as f64 / seconds);
+    let server_cpu_us_per_task = used.and_then(|u| u.cpu_us_per_task(tasks));
 
     let started = Instant::now();
     let mut done = 0;
@@ -157,16 +162,65 @@ pub fn redis_floor(
         serial,
         serial_latency: Percentiles::of(&mut samples),
         server_commands_per_sec,
+        server_cpu_us_per_task,
     })
 }
 
-/// The Redis server's `total_commands_processed` (`INFO stats`): every command any client
-/// had it run, including those a script runs. `None` when it cannot be read.
-pub fn server_commands(con: &mut redis::Connection) -> Option<u64> {
-    let info: String = redis::cmd("INFO").arg("stats").query(con).ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
+/// What a Redis server has done so far, from its `INFO`: the commands it ran and the CPU
+/// time it used. Two readings give what happened between them ([`ServerUse::since`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServerUse {
+    /// `total_commands_processed`: every command any client had it run, including those a
+    /// script runs.
+    pub commands: u64,
+    /// CPU seconds, user and system: of its main thread (`used_cpu_*_main_thread`, Redis 7),
+    /// else of the whole process (`used_cpu_*`). `None` when `INFO` has neither.
+    pub cpu_s: Option<f64>,
+}
+
+impl ServerUse {
+    /// Reads the server's counters; `None` when `INFO` cannot be read or has no command count.
+    pub fn read(con: &mut redis::Connection) -> Option<Self> {
+        let info: String = redis::cmd("INFO").query(con).ok()?;
+        Self::parse(&info)
+    }
+
+    /// The counters in an `INFO` text.
+    pub fn parse(info: &str) -> Option<Self> {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let commands = field("total_commands_processed")?.parse().ok()?;
+        let cpu = |user: &str, sys: &str| -> Option<f64> {
+            Some(field(user)?.parse::<f64>().ok()? + field(sys)?.parse::<f64>().ok()?)
+        };
+        let cpu_s = cpu("used_cpu_user_main_thread", "used_cpu_sys_main_thread")
+            .or_else(|| cpu("used_cpu_user", "used_cpu_sys"));
+        Some(ServerUse { commands, cpu_s })
+    }
+
+    /// What the server did since `before` was read, less the one command that read this.
+    pub fn since(self, before: ServerUse) -> ServerUse {
+        ServerUse {
+            commands: self
+                .commands
+                .saturating_sub(before.commands)
+                .saturating_sub(1),
+            cpu_s: self
+                .cpu_s
+                .zip(before.cpu_s)
+                .map(|(now, then)| (now - then).max(0.0)),
+        }
+    }
+
+    /// Microseconds of server CPU per task over `tasks` tasks.
+    pub fn cpu_us_per_task(&self, tasks: usize) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| tasks > 0)
+            .map(|s| s * 1e6 / tasks as f64)
+    }
 }
 
 /// `tasks` tasks through push, pop and result write, [`BATCH`] per pipeline.
@@ -352,6 +406,7 @@ async fn amqp_measure(
         serial,
         serial_latency: Percentiles::of(&mut samples),
         server_commands_per_sec: None,
+        server_cpu_us_per_task: None,
     })
 }
 
@@ -479,5 +534,40 @@ mod tests {
         assert_eq!(uri.authority.port, 5673);
         assert_eq!(uri.vhost, "/");
         assert_eq!(amqp_uri("amqp://h/jobs").expect("parses").vhost, "jobs");
+    }
+
+    #[test]
+    fn server_use_reads_commands_and_main_thread_cpu() {
+        let redis7 = "# Stats\r\ntotal_commands_processed:1500\r\n# CPU\r\nused_cpu_sys:9.5\r\n\
+                      used_cpu_user:20.0\r\nused_cpu_sys_main_thread:1.25\r\n\
+                      used_cpu_user_main_thread:2.5\r\n";
+        let before = ServerUse::parse(redis7).expect("parses");
+        assert_eq!(before.commands, 1500);
+        assert_eq!(
+            before.cpu_s,
+            Some(3.75),
+            "the main thread's, not the process's"
+        );
+        let older = "total_commands_processed:1800\r\nused_cpu_sys:1.5\r\nused_cpu_user:3.0\r\n";
+        assert_eq!(
+            ServerUse::parse(older).expect("parses").cpu_s,
+            Some(4.5),
+            "the process's without main-thread fields"
+        );
+        let after = ServerUse {
+            commands: 1701,
+            cpu_s: Some(4.75),
+        };
+        let used = after.since(before);
+        assert_eq!(used.commands, 200, "the reading command is not counted");
+        assert_eq!(used.cpu_us_per_task(100), Some(10_000.0));
+        assert_eq!(used.cpu_us_per_task(0), None);
+        assert_eq!(
+            ServerUse::parse("used_cpu_sys:1.0\r\n"),
+            None,
+            "no command count"
+        );
+        let no_cpu = ServerUse::parse("total_commands_processed:7\r\n").expect("parses");
+        assert_eq!(no_cpu.cpu_s, None);
     }
 }

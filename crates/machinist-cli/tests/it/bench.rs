@@ -230,6 +230,15 @@ fn redis_end_to_end_beside_the_raw_floor() {
             .is_some_and(|r| r > 0.0),
         "{e2e}"
     );
+    // And the server's CPU per task, for both: Redis did some work for each task.
+    for field in ["server_cpu_us_per_task", "floor_server_cpu_us_per_task"] {
+        assert!(
+            e2e[field]
+                .as_f64()
+                .is_some_and(|us| us > 0.0 && us < 10_000.0),
+            "{field}: {e2e}"
+        );
+    }
     // Nothing left behind: the floor's keys and the bench's states are deleted, queues empty.
     let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
     assert!(keys.starts_with(":0"), "keys left in Redis: {keys}");
@@ -316,9 +325,7 @@ fn amqp_end_to_end_beside_the_raw_floor() {
     }
     assert!(lines[1]["floor_p50_ms"].is_number(), "{}", lines[1]);
     // No Redis broker: no server command count.
-    assert!(
-        lines[0].get("server_commands_per_task").is_none(),
-        "{}",
-        lines[0]
-    );
+    for field in ["server_commands_per_task", "server_cpu_us_per_task"] {
+        assert!(lines[0].get(field).is_none(), "{field}: {}", lines[0]);
+    }
 }
