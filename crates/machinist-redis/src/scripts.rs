@@ -26,8 +26,10 @@ use redis::Script;
 /// `LMOVE … LEFT RIGHT` do, in three commands whatever n (`LRANGE`, `LTRIM`, `RPUSH`),
 /// atomically. With states read, returns pairs instead: each message, then the value stored
 /// under its task's UUID (the first `"UUID":"…"` in its JSON, which is the signature's own
-/// in Go's field order and machinist's; the worker checks the state's `TaskUUID`), or `""`
-/// when there is none or it is not a string. Only on a standalone server: the state keys are
+/// in Go's field order and machinist's, found without a pattern when the message starts with
+/// it; the worker checks the state's `TaskUUID`), or `""` when there is none or it is not a
+/// string. The states are read with one `MGET` per 1,000 messages: a `GET` per message from
+/// Lua cost Redis about 1 µs more per task. Only on a standalone server: the state keys are
 /// not declared (they live in other cluster slots).
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -41,16 +43,30 @@ for i = 1, #out, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
 end
 if ARGV[2] ~= '1' then return out end
-local with = {}
-for i, m in ipairs(out) do
-  local state = ''
-  local id = string.match(m, '"UUID"%s*:%s*"([^"\\]+)"')
-  if id then
-    local v = redis.pcall('GET', id)
-    if type(v) == 'string' then state = v end
+local got = #out
+local ids = {}
+for i = 1, got do
+  local m = out[i]
+  local id
+  if string.sub(m, 1, 9) == '{"UUID":"' then
+    local e = string.find(m, '"', 10, true)
+    if e and e > 10 then
+      id = string.sub(m, 10, e - 1)
+      if string.find(id, '\\', 1, true) then id = nil end
+    end
   end
-  with[2 * i - 1] = m
-  with[2 * i] = state
+  if not id then id = string.match(m, '"UUID"%s*:%s*"([^"\\]+)"') end
+  ids[i] = id or ''
+end
+local with = {}
+for i = 1, got, 1000 do
+  local last = math.min(i + 999, got)
+  local states = redis.call('MGET', unpack(ids, i, last))
+  for k = i, last do
+    local v = states[k - i + 1]
+    with[2 * k - 1] = out[k]
+    if type(v) == 'string' and ids[k] ~= '' then with[2 * k] = v else with[2 * k] = '' end
+  end
 end
 return with
 "#,

@@ -356,11 +356,16 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
     let _: () = c.del(&hash).await.unwrap();
     let _: () = c.hset(&hash, "f", "v").await.unwrap();
     let stored: Vec<u8> = c.get(&pending).await.unwrap();
+    // A message from another client, its UUID not the first field: found all the same.
+    let reordered = "task_fetched_reordered";
+    let body = format!(r#"{{"Name":"add","RoutingKey":"{queue}","UUID":"{reordered}","Args":[]}}"#);
+    let _: () = c.rpush(&queue, &body).await.unwrap();
+    let _: () = c.set(reordered, "its state").await.unwrap();
 
     let queues = std::slice::from_ref(&queue);
     let mut consumer = broker.consume_for(queues, 10, &backend).await.unwrap();
     let mut by_uuid = std::collections::HashMap::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let d = next_of(&mut consumer).await;
         by_uuid.insert(d.signature().unwrap().uuid, d);
     }
@@ -371,6 +376,11 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
     );
     assert_eq!(by_uuid[&missing].stored_state, None, "no state stored");
     assert_eq!(by_uuid[&hash].stored_state, None, "not a string");
+    assert_eq!(
+        by_uuid[reordered].stored_state.as_deref(),
+        Some(&b"its state"[..]),
+        "UUID after other fields"
+    );
     for d in by_uuid.values() {
         d.ack().await.unwrap();
     }
