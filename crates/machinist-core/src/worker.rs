@@ -309,7 +309,11 @@ impl Worker {
     }
 
     async fn run_loop(self: &Arc<Self>) -> Result<Stopped> {
+        // A target of its own under this module's: a filter can let this line through and
+        // nothing else of the worker's (the bench's children do, to see them ready without
+        // the per-task span being enabled).
         info!(
+            target: "machinist_core::worker::started",
             worker = %self.tag,
             broker = %self.server.broker().describe(),
             backend = %self.server.backend().describe(),
