@@ -70,13 +70,28 @@ pub(crate) fn from_json_bytes<T: de::DeserializeOwned>(bytes: &[u8]) -> crate::R
 /// Decodes a message: through the fast path of `decode.rs` when the message has the shape it
 /// reads, else as [`from_json_bytes`] does (the same result either way).
 pub(crate) fn signature_from_slice(bytes: &[u8]) -> crate::Result<Signature> {
+    fast_or_serde(bytes, crate::decode::signature)
+}
+
+/// `fast`'s value when it reads `bytes`, else [`from_json_bytes`]'s.
+fn fast_or_serde<T: de::DeserializeOwned>(
+    bytes: &[u8],
+    fast: fn(&str) -> Option<T>,
+) -> crate::Result<T> {
     Ok(match std::str::from_utf8(bytes) {
-        Ok(text) => match crate::decode::signature(text) {
-            Some(sig) => sig,
+        Ok(text) => match fast(text) {
+            Some(value) => value,
             None => serde_json::from_str(text)?,
         },
         Err(_) => serde_json::from_slice(bytes)?,
     })
+}
+
+/// Decodes a stored task state: through the fast path of `decode.rs` when it has the shape
+/// it reads (every state but a SUCCESS with results), else as [`from_json_bytes`] does (the
+/// same result either way).
+pub(crate) fn task_state_from_slice(bytes: &[u8]) -> crate::Result<TaskState> {
+    fast_or_serde(bytes, crate::decode::task_state)
 }
 
 /// A compact `serde_json` formatter that writes what Go's `encoding/json` writes:
@@ -780,7 +795,7 @@ impl Serialize for TaskState {
 
 /// `TaskState`'s keys.
 #[derive(Clone, Copy)]
-enum StateKey {
+pub(crate) enum StateKey {
     TaskUuid,
     TaskName,
     State,
@@ -790,7 +805,7 @@ enum StateKey {
     Ttl,
 }
 
-const TASK_STATE_KEYS: &[(&str, StateKey)] = &[
+pub(crate) const TASK_STATE_KEYS: &[(&str, StateKey)] = &[
     ("TaskUUID", StateKey::TaskUuid),
     ("TaskName", StateKey::TaskName),
     ("State", StateKey::State),

@@ -163,7 +163,7 @@ impl TaskState {
 
     /// Decodes a stored state (lenient, like Go).
     pub fn from_slice(bytes: &[u8]) -> crate::Result<Self> {
-        crate::codec::from_json_bytes(bytes)
+        crate::codec::task_state_from_slice(bytes)
     }
 
     /// Encodes the state as Go does.
