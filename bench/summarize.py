@@ -107,6 +107,38 @@ def main(directory):
                     ]) + " |"
                 )
         print()
+        server_table(rows, labels)
+
+
+def server_table(rows, labels):
+    """The Redis server's own work per task, where the bench read it (Redis brokers)."""
+    lines_with = [
+        (scenario, label, rows[(label, scenario)])
+        for scenario in ORDER
+        for label in labels
+        if any(l.get("server_commands_per_task") is not None for l in rows.get((label, scenario), []))
+    ]
+    if not lines_with:
+        return
+    print(
+        "What the Redis server did per task (its `INFO`, same runs, medians; the floor's is its "
+        "pipelined push, pop and result write):\n"
+    )
+    print("| scenario | who | commands | CPU µs | floor's commands | floor's CPU µs |")
+    print("|---|---|---|---|---|---|")
+    for scenario, label, lines in lines_with:
+        floor_cpu = med([l.get("floor_server_cpu_us_per_task") for l in lines])
+        print(
+            "| " + " | ".join([
+                scenario,
+                variant(label, lines[0]),
+                fmt(med([l.get("server_commands_per_task") for l in lines]), 2),
+                fmt(med([l.get("server_cpu_us_per_task") for l in lines]), 1),
+                "3" if floor_cpu is not None else "–",
+                fmt(floor_cpu, 1),
+            ]) + " |"
+        )
+    print()
 
 
 if __name__ == "__main__":

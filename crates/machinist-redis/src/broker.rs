@@ -66,8 +66,8 @@ use crate::scripts;
 ///    moves up to the free prefetch (`LRANGE`, `LTRIM`, `RPUSH`: what that many
 ///    `LMOVE`s would do), queues in priority order; its `EVALSHA` joins the write queue. When
 ///    the worker's backend is a [`RedisBackend`] on this connection ([`Broker::consume_for`]),
-///    the script also returns each task's stored state (`GET` of the UUID the message names),
-///    handed out as [`Delivery::stored_state`]: the worker's first state write needs no read
+///    the script also returns each task's stored state (one `MGET` of the UUIDs the messages
+///    name), handed out as [`Delivery::stored_state`]: the worker's first state write needs no read
 ///    of its own. The next fetch starts while the last one's messages are still being handed
 ///    out, once an eighth of the prefetch is free again, so a worker rarely waits for one.
 ///    When every queue is empty the consumer blocks with `BLMOVE` on its **own connection**:
