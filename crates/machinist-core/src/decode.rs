@@ -321,17 +321,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// [`Reader::object`] for an object of a wire type whose keys are `keys`: calls `member`
-    /// with each key's field. The key the table expects next (`keys`' hint, see
-    /// [`KeySeed::lookup`]) is first compared with the bytes ahead as `"Key":`, which is how Go
-    /// and machinist write every key, so a message in their form is never scanned for keys.
-    /// An unknown key ends the fast path.
+    /// An object of a wire type, at its `{`, whose keys are `table` (`keep`: as
+    /// [`KeySeed::new`] takes it): calls `member` with each key's field. The key the table
+    /// expects next (the seed's hint, see [`KeySeed::lookup`]) is first compared with the bytes
+    /// ahead as `"Key":` (`quoted`), which is how Go and machinist write every key, so a
+    /// message in their form is never scanned for keys. An unknown key ends the fast path.
     fn fields<F: Copy>(
         &mut self,
-        keys: KeySeed<'_, F>,
+        table: &'static [(&'static str, F)],
+        keep: bool,
         quoted: &[&[u8]],
         mut member: impl FnMut(&mut Self, F) -> Option<()>,
     ) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        let hint = Cell::new(0);
+        let keys = KeySeed::new(table, keep, &hint);
         self.ws();
         if self.eat(b'}') {
             return Some(());
@@ -408,17 +414,12 @@ impl<'a> Reader<'a> {
         // Room for the usual few arguments at once (growing from empty costs more).
         let mut args = Vec::with_capacity(4);
         self.array(|r| {
-            if !r.eat(b'{') {
-                return None;
-            }
             let mut arg = Arg {
                 name: String::new(),
                 type_name: String::new(),
                 value: Value::Null,
             };
-            let hint = Cell::new(0);
-            let keys = KeySeed::new(ARG_KEYS, false, &hint);
-            r.fields(keys, QUOTED_ARG_KEYS, |r, field| {
+            r.fields(ARG_KEYS, false, QUOTED_ARG_KEYS, |r, field| {
                 match field {
                     ArgKey::Name => arg.name = r.string()?,
                     ArgKey::Type => arg.type_name = r.string()?,
@@ -450,13 +451,11 @@ impl<'a> Reader<'a> {
 
     /// A signature object, at its `{`.
     fn signature(&mut self, depth: usize) -> Option<Signature> {
-        if depth > MAX_DEPTH || !self.eat(b'{') {
+        if depth > MAX_DEPTH {
             return None;
         }
         let mut sig = Signature::default();
-        let hint = Cell::new(0);
-        let keys = KeySeed::new(SIGNATURE_KEYS, true, &hint);
-        self.fields(keys, QUOTED_SIGNATURE_KEYS, |r, field| {
+        self.fields(SIGNATURE_KEYS, true, QUOTED_SIGNATURE_KEYS, |r, field| {
             match field {
                 SigKey::Uuid => sig.uuid = r.string()?,
                 SigKey::Name => sig.name = r.string()?,
@@ -495,14 +494,9 @@ impl<'a> Reader<'a> {
 impl Reader<'_> {
     /// A task state object, as the serde path reads it from the same defaults.
     fn task_state(&mut self) -> Option<TaskState> {
-        if !self.eat(b'{') {
-            return None;
-        }
         let mut st = TaskState::received("");
         st.state = State::default();
-        let hint = Cell::new(0);
-        let keys = KeySeed::new(TASK_STATE_KEYS, true, &hint);
-        self.fields(keys, QUOTED_TASK_STATE_KEYS, |r, field| {
+        self.fields(TASK_STATE_KEYS, true, QUOTED_TASK_STATE_KEYS, |r, field| {
             match field {
                 StateKey::TaskUuid => st.task_uuid = r.string()?,
                 StateKey::TaskName => st.task_name = r.string()?,
