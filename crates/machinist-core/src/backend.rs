@@ -37,9 +37,10 @@ pub struct StateContext {
     pub group_uuid: String,
     /// `Signature.GroupTaskCount`: the group's size (0 when not a member, as Go writes it).
     pub group_task_count: usize,
-    /// The `CreatedAt` stored with the task's PENDING, when the writer knows it: set from the
-    /// PENDING state itself, or by a backend that read it during a write (Redis returns it from
-    /// its first merge), so that later states can be stored whole, with no read.
+    /// The `CreatedAt` stored with the task's PENDING, when the writer knows it: from the
+    /// message ([`Signature::created_at`], which a machinist producer stamps with its PENDING's),
+    /// from the PENDING state itself, or set by a backend that read it during a write (Redis
+    /// returns it from its first merge), so that later states can be stored whole, with no read.
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -50,7 +51,7 @@ impl StateContext {
             task_name: sig.name.clone(),
             group_uuid: sig.group_uuid.clone(),
             group_task_count: usize::try_from(sig.group_task_count).unwrap_or(0),
-            created_at: None,
+            created_at: sig.created_at,
         }
     }
 

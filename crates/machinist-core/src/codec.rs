@@ -487,6 +487,16 @@ fn go_time_or_zero<E: serde::ser::Error>(
     }
 }
 
+/// A signature's `CreatedAt` value as [`GoTime`] reads it (`null` and Go's zero time are
+/// `Some(None)`), or `None` when it is no time at all.
+fn created_at_of(value: &Value) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    match value {
+        Value::Null => Some(None),
+        Value::String(s) => time::parse(s).ok(),
+        _ => None,
+    }
+}
+
 /// Reads a Go integer field: a JSON integer, or `null` (zero).
 fn next_int<'de, A: MapAccess<'de>>(map: &mut A) -> Result<i64, A::Error> {
     next_or_default::<A, i64>(map)
@@ -657,6 +667,9 @@ impl Serialize for Signature {
             "IgnoreWhenTaskNotRegistered",
             &self.ignore_when_task_not_registered,
         )?;
+        if let Some(t) = &self.created_at {
+            m.serialize_entry("CreatedAt", &go_time::<S::Error>("CreatedAt", t)?)?;
+        }
         for (k, v) in &self.extra {
             m.serialize_entry(k, v)?;
         }
@@ -686,6 +699,7 @@ pub(crate) enum SigKey {
     SqsReceiptHandle,
     StopTaskDeletionOnError,
     IgnoreWhenTaskNotRegistered,
+    CreatedAt,
 }
 
 pub(crate) const SIGNATURE_KEYS: &[(&str, SigKey)] = &[
@@ -711,6 +725,7 @@ pub(crate) const SIGNATURE_KEYS: &[(&str, SigKey)] = &[
         "IgnoreWhenTaskNotRegistered",
         SigKey::IgnoreWhenTaskNotRegistered,
     ),
+    ("CreatedAt", SigKey::CreatedAt),
 ];
 
 impl<'de> Deserialize<'de> for Signature {
@@ -760,6 +775,15 @@ impl<'de> Deserialize<'de> for Signature {
                         }
                         SigKey::IgnoreWhenTaskNotRegistered => {
                             sig.ignore_when_task_not_registered = next_or_default(&mut map)?
+                        }
+                        SigKey::CreatedAt => {
+                            // Not Go's key: a value that is not a time is kept as it came
+                            // (as an unknown key would be) rather than failing the message.
+                            let value: Value = map.next_value()?;
+                            match created_at_of(&value) {
+                                Some(t) => sig.created_at = t,
+                                None => keep_extra(&mut sig.extra, "CreatedAt".into(), value),
+                            }
                         }
                     }
                 }
@@ -1180,6 +1204,7 @@ fn write_signature(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json:
     {
         // Every key after `Headers` at its zero value (most messages): one copy.
         out.extend_from_slice(ZERO_TAIL);
+        write_created_at(out, sig)?;
         write_extra(out, &sig.extra)?;
         out.push(b'}');
         return Ok(());
@@ -1209,8 +1234,18 @@ fn write_signature(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json:
     write_bool(out, sig.stop_task_deletion_on_error);
     out.extend_from_slice(b",\"IgnoreWhenTaskNotRegistered\":");
     write_bool(out, sig.ignore_when_task_not_registered);
+    write_created_at(out, sig)?;
     write_extra(out, &sig.extra)?;
     out.push(b'}');
+    Ok(())
+}
+
+/// Writes `,"CreatedAt":…` when the signature has one (machinist's key, never `null`).
+fn write_created_at(out: &mut Vec<u8>, sig: &Signature) -> Result<(), serde_json::Error> {
+    if let Some(t) = &sig.created_at {
+        out.extend_from_slice(b",\"CreatedAt\":");
+        write_time(out, &go_time::<serde_json::Error>("CreatedAt", t)?);
+    }
     Ok(())
 }
 
@@ -1438,6 +1473,7 @@ mod tests {
                 sqs_receipt_handle: (*s).to_owned(),
                 stop_task_deletion_on_error: i % 2 == 1,
                 ignore_when_task_not_registered: i % 2 == 0,
+                created_at: (i % 2 == 1).then_some(eta).flatten(),
                 extra: vec![
                     ((*s).to_owned(), Value::from(*s)),
                     ("n".into(), serde_json::json!({"a": [1, -2, 0.1, 1e21]})),
@@ -1475,6 +1511,7 @@ mod tests {
         with(&|s| s.stop_task_deletion_on_error = true);
         with(&|s| s.ignore_when_task_not_registered = true);
         with(&|s| s.extra = vec![("Index".into(), Value::from(3))]);
+        with(&|s| s.created_at = chrono::DateTime::from_timestamp(1_700_000_000, 5));
         for sig in each {
             let direct = signature_to_vec(&sig).unwrap();
             assert_eq!(
@@ -1482,6 +1519,42 @@ mod tests {
                 String::from_utf8_lossy(&to_go_json(&sig).unwrap())
             );
             assert_eq!(Signature::from_slice(&direct).unwrap(), sig);
+        }
+    }
+
+    #[test]
+    fn created_at_travels_after_gos_keys_and_a_bad_one_is_kept_as_it_came() {
+        let mut sig = Signature::new("add").with_uuid("task_1");
+        let bare = String::from_utf8(sig.to_vec().unwrap()).unwrap();
+        assert!(!bare.contains("CreatedAt"), "{bare}");
+        sig.created_at = chrono::DateTime::from_timestamp(1_700_000_000, 120_000_000);
+        let text = String::from_utf8(sig.to_vec().unwrap()).unwrap();
+        assert!(
+            text.ends_with(
+                r#""IgnoreWhenTaskNotRegistered":false,"CreatedAt":"2023-11-14T22:13:20.12Z"}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(Signature::from_slice(text.as_bytes()).unwrap(), sig);
+        // Go's zero time and null are no time; a value that is no time at all is not an error
+        // (Go ignores the key) and goes back out as it came.
+        for (value, created_at, extra) in [
+            (r#""0001-01-01T00:00:00Z""#, None, vec![]),
+            ("null", None, vec![]),
+            (
+                r#""yesterday""#,
+                None,
+                vec![("CreatedAt".to_owned(), Value::from("yesterday"))],
+            ),
+            ("5", None, vec![("CreatedAt".to_owned(), Value::from(5))]),
+        ] {
+            let text = bare.replace(
+                r#""IgnoreWhenTaskNotRegistered":false"#,
+                &format!(r#""IgnoreWhenTaskNotRegistered":false,"CreatedAt":{value}"#),
+            );
+            let back = Signature::from_slice(text.as_bytes()).unwrap();
+            assert_eq!(back.created_at, created_at, "{text}");
+            assert_eq!(back.extra, extra, "{text}");
         }
     }
 

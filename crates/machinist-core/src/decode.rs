@@ -68,6 +68,7 @@ const QUOTED_SIGNATURE_KEYS: &[&[u8]] = &[
     b"\"SQSReceiptHandle\":",
     b"\"StopTaskDeletionOnError\":",
     b"\"IgnoreWhenTaskNotRegistered\":",
+    b"\"CreatedAt\":",
 ];
 
 /// Decodes `text` as a [`TaskState`] with `Results` `null`, or `None` when it is not of the
@@ -484,6 +485,7 @@ impl<'a> Reader<'a> {
                 SigKey::IgnoreWhenTaskNotRegistered => {
                     sig.ignore_when_task_not_registered = r.boolean()?
                 }
+                SigKey::CreatedAt => sig.created_at = r.time()?,
             }
             Some(())
         })?;
@@ -569,8 +571,15 @@ mod tests {
         member.sqs_receipt_handle = "AQEB+/x=".into();
         member.stop_task_deletion_on_error = true;
         member.ignore_when_task_not_registered = true;
+        let mut sent = Signature::new("add").with_uuid("task_s").args((1i64, 2i64));
+        sent.created_at = chrono::DateTime::from_timestamp(1_700_000_000, 5);
         vec![
             ADD.to_owned(),
+            String::from_utf8(sent.to_vec().unwrap()).unwrap(),
+            format!(
+                r#"{},"CreatedAt":"2024-05-01T10:00:28.29704155+02:00"}}"#,
+                &ADD[..ADD.len() - 1]
+            ),
             String::from_utf8(built.to_vec().unwrap()).unwrap(),
             String::from_utf8(member.to_vec().unwrap()).unwrap(),
             "{}".to_owned(),
@@ -666,6 +675,9 @@ mod tests {
             r#"{"Args":[{"Other":1}]}"#,
             r#"{"Headers":{"z":{"k":[true,null]}}}"#,
             r#"{"Index":3}"#,
+            // machinist's `CreatedAt` when it is no time: kept as an unknown key is.
+            r#"{"CreatedAt":"yesterday"}"#,
+            r#"{"CreatedAt":5}"#,
             // Errors.
             r#"{"Priority":256}"#,
             r#"{"Priority":-1}"#,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use chrono::Utc;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::backend::{Backend, StateContext};
@@ -202,11 +203,15 @@ impl Server {
         Worker::new(self.clone(), tag.into(), concurrency, Some(queue.into()))
     }
 
-    /// Fills what `send_task` fills (UUID, headers, routing key) and runs the pre-publish hook.
+    /// Fills what `send_task` fills (UUID, headers, routing key, the PENDING's `CreatedAt`) and
+    /// runs the pre-publish hook.
     fn prepare(&self, sig: &mut Signature) {
         if sig.uuid.is_empty() {
             sig.uuid = id::task_id();
         }
+        // The message carries the `CreatedAt` its PENDING is stored with (`pending_of`), so the
+        // worker need not read the PENDING back to carry it over. A new send is a new PENDING.
+        sig.created_at = Some(Utc::now());
         if sig.headers.is_none() {
             sig.headers = Some(Headers::new());
         }
@@ -243,9 +248,13 @@ impl Server {
         self.inner.broker.publish(sig, body).await
     }
 
-    /// The PENDING state of `sig`, with its [`StateContext`] (Go passes the signature).
+    /// The PENDING state of `sig`, with its [`StateContext`] (Go passes the signature): created
+    /// when `prepare` stamped the signature, so message and state carry the same `CreatedAt`.
     fn pending_of(sig: &Signature) -> (TaskState, StateContext) {
-        let pending = TaskState::pending(&sig.uuid, &sig.name);
+        let mut pending = TaskState::pending(&sig.uuid, &sig.name);
+        if sig.created_at.is_some() {
+            pending.created_at = sig.created_at;
+        }
         let mut ctx = StateContext::of(sig);
         ctx.created_at = pending.created_at;
         (pending, ctx)

@@ -87,6 +87,13 @@ pub struct Signature {
     pub stop_task_deletion_on_error: bool,
     /// `IgnoreWhenTaskNotRegistered`: drop the message when no worker knows the name.
     pub ignore_when_task_not_registered: bool,
+    /// `CreatedAt`: machinist's own key (Go's `Signature` has none; Go workers ignore it), the
+    /// `CreatedAt` of the PENDING the producer stored with this message. `send_task` sets it
+    /// (a retry's new PENDING gets a new one, as in Go), so a worker carries `CreatedAt` into
+    /// RECEIVED, STARTED and the final state without reading the PENDING back, which is what
+    /// Go's backend reads it for. `None` (a Go producer's message, a callback not sent yet) is
+    /// not written, and the worker's backend reads the stored PENDING instead.
+    pub created_at: Option<DateTime<Utc>>,
     /// Keys this version does not know, in the order they came, written back on encode.
     pub extra: Vec<(String, Value)>,
 }

@@ -25,12 +25,14 @@ use redis::Script;
 /// the queue's head to the processing list's tail and returns them, oldest first: what n
 /// `LMOVE … LEFT RIGHT` do, in three commands whatever n (`LRANGE`, `LTRIM`, `RPUSH`),
 /// atomically. With states read, returns pairs instead: each message, then the value stored
-/// under its task's UUID (the first `"UUID":"…"` in its JSON, which is the signature's own
-/// in Go's field order and machinist's, found without a pattern when the message starts with
-/// it; the worker checks the state's `TaskUUID`), or `""` when there is none or it is not a
-/// string. The states are read with one `MGET` per 1,000 messages: a `GET` per message from
-/// Lua cost Redis about 1 µs more per task. Only on a standalone server: the state keys are
-/// not declared (they live in other cluster slots).
+/// under its task's UUID, or `""` when there is none, it is not a string, or it was not read.
+/// It is read only for a message without `"CreatedAt":"` (a Go producer's: a machinist
+/// producer's message carries its PENDING's `CreatedAt`, which is all the worker wants from
+/// the state; reading it cost Redis about 2.5 µs per task). The UUID is the first
+/// `"UUID":"…"` in the JSON, which is the signature's own in Go's field order and machinist's,
+/// found without a pattern when the message starts with it; the worker checks the state's
+/// `TaskUUID`. The states are read with one `MGET` per 1,000 messages. Only on a standalone
+/// server: the state keys are not declared (they live in other cluster slots).
 pub(crate) static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -44,28 +46,34 @@ for i = 1, #out, 1000 do
 end
 if ARGV[2] ~= '1' then return out end
 local got = #out
-local ids = {}
+local with = {}
+local ids, at = {}, {}
 for i = 1, got do
   local m = out[i]
-  local id
-  if string.sub(m, 1, 9) == '{"UUID":"' then
-    local e = string.find(m, '"', 10, true)
-    if e and e > 10 then
-      id = string.sub(m, 10, e - 1)
-      if string.find(id, '\\', 1, true) then id = nil end
+  with[2 * i - 1] = m
+  with[2 * i] = ''
+  if not string.find(m, '"CreatedAt":"', 1, true) then
+    local id
+    if string.sub(m, 1, 9) == '{"UUID":"' then
+      local e = string.find(m, '"', 10, true)
+      if e and e > 10 then
+        id = string.sub(m, 10, e - 1)
+        if string.find(id, '\\', 1, true) then id = nil end
+      end
+    end
+    if not id then id = string.match(m, '"UUID"%s*:%s*"([^"\\]+)"') end
+    if id then
+      ids[#ids + 1] = id
+      at[#at + 1] = 2 * i
     end
   end
-  if not id then id = string.match(m, '"UUID"%s*:%s*"([^"\\]+)"') end
-  ids[i] = id or ''
 end
-local with = {}
-for i = 1, got, 1000 do
-  local last = math.min(i + 999, got)
+for i = 1, #ids, 1000 do
+  local last = math.min(i + 999, #ids)
   local states = redis.call('MGET', unpack(ids, i, last))
   for k = i, last do
     local v = states[k - i + 1]
-    with[2 * k - 1] = out[k]
-    if type(v) == 'string' and ids[k] ~= '' then with[2 * k] = v else with[2 * k] = '' end
+    if type(v) == 'string' then with[at[k]] = v end
   end
 end
 return with

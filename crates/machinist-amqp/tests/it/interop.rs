@@ -259,17 +259,23 @@ async fn machinist_publishes_what_go_publishes() {
     // No worker: the message stays in the routing-key queue the publisher declared (Go's
     // quirk: direct exchange, routing key = binding key).
     let uuid = "task_5b0c3f0e-2d4e-4f7e-8c3a-6a7b9d0e1f22";
+    let before = chrono::Utc::now();
     srv.send_task(Signature::new("add").with_uuid(uuid).args((1i64, 1i64)))
         .await
         .unwrap();
+    let after = chrono::Utc::now();
     let msgs = peek(&ch, &binding_key).await;
     assert_eq!(msgs.len(), 1);
     let m = &msgs[0];
-    assert_eq!(
-        String::from_utf8(m.delivery.data.clone()).unwrap(),
-        go_message(uuid, "add", &binding_key, &[1, 1], "{}"),
-        "the body is byte-for-byte Go's"
-    );
+    // Go's bytes, then machinist's own key (Go ignores it): when it was sent.
+    let body = String::from_utf8(m.delivery.data.clone()).unwrap();
+    let go = go_message(uuid, "add", &binding_key, &[1, 1], "{}");
+    let (head, created_at) = body.split_once(r#","CreatedAt":""#).expect("CreatedAt");
+    assert_eq!(head, &go[..go.len() - 1], "the body is Go's, byte for byte");
+    let created_at = machinist_core::time::parse(created_at.trim_end_matches(['"', '}']))
+        .unwrap()
+        .unwrap();
+    assert!(before <= created_at && created_at <= after, "{body}");
     assert_eq!(m.delivery.exchange.as_str(), exchange);
     assert_eq!(m.delivery.routing_key.as_str(), binding_key);
     let p = &m.delivery.properties;

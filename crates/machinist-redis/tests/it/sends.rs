@@ -332,10 +332,26 @@ async fn next_of(consumer: &mut Box<dyn Consumer>) -> Delivery {
         .unwrap()
 }
 
-/// `consume_for` with the backend on the broker's own connection: each delivery comes with
-/// the bytes stored under its task's UUID, read in the fetch itself; none when the key is
-/// missing or holds another type (the worker's own read then reports it). Plain `consume`, or
-/// a backend on another connection, reads nothing.
+/// A Go producer's message for `add(1, 2)` (no `CreatedAt` key) pushed to `queue`, with a
+/// PENDING stored for it the way Go stores one.
+async fn send_as_go(c: &mut redis::aio::MultiplexedConnection, queue: &str, uuid: &str) {
+    let sig = Signature::new("add")
+        .with_uuid(uuid)
+        .routing_key(queue)
+        .args((1i64, 2i64));
+    assert_eq!(sig.created_at, None);
+    let _: () = c
+        .set(uuid, TaskState::pending(uuid, "add").to_vec().unwrap())
+        .await
+        .unwrap();
+    let _: () = c.rpush(queue, sig.to_vec().unwrap()).await.unwrap();
+}
+
+/// `consume_for` with the backend on the broker's own connection: each delivery of a Go
+/// producer's message comes with the bytes stored under its task's UUID, read in the fetch
+/// itself; none when the key is missing or holds another type (the worker's own read then
+/// reports it). A machinist producer's message carries its PENDING's `CreatedAt`: nothing is
+/// read for it. Plain `consume`, or a backend on another connection, reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection() {
     let Some(redis) = RedisServer::start() else {
@@ -349,13 +365,17 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
         mut c,
         ..
     } = shared_setup(&redis, "fetched").await;
-    let pending = send_add(&server).await;
-    let missing = send_add(&server).await;
+    let pending = format!("task_{queue}_pending");
+    send_as_go(&mut c, &queue, &pending).await;
+    let missing = format!("task_{queue}_missing");
+    send_as_go(&mut c, &queue, &missing).await;
     let _: () = c.del(&missing).await.unwrap();
-    let hash = send_add(&server).await;
+    let hash = format!("task_{queue}_hash");
+    send_as_go(&mut c, &queue, &hash).await;
     let _: () = c.del(&hash).await.unwrap();
     let _: () = c.hset(&hash, "f", "v").await.unwrap();
     let stored: Vec<u8> = c.get(&pending).await.unwrap();
+    let stamped = send_add(&server).await;
     // A message from another client, its UUID not the first field: found all the same.
     let reordered = "task_fetched_reordered";
     let body = format!(r#"{{"Name":"add","RoutingKey":"{queue}","UUID":"{reordered}","Args":[]}}"#);
@@ -365,10 +385,15 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
     let queues = std::slice::from_ref(&queue);
     let mut consumer = broker.consume_for(queues, 10, &backend).await.unwrap();
     let mut by_uuid = std::collections::HashMap::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let d = next_of(&mut consumer).await;
         by_uuid.insert(d.signature().unwrap().uuid, d);
     }
+    assert!(by_uuid[&stamped].signature().unwrap().created_at.is_some());
+    assert_eq!(
+        by_uuid[&stamped].stored_state, None,
+        "the message carries CreatedAt: no state read"
+    );
     assert_eq!(
         by_uuid[&pending].stored_state.as_deref(),
         Some(stored.as_slice()),
@@ -519,10 +544,11 @@ impl Broker for RewritingBroker {
     }
 }
 
-/// The worker's states carry the `CreatedAt` the fetch read (no read of their own); with a
-/// consumer that read no states, the worker reads the stored one, as Go does.
+/// The worker's states carry the `CreatedAt` of a machinist producer's message, or, for a Go
+/// producer's, the one the fetch read (no read of their own); with a consumer that read no
+/// states, the worker reads the stored one, as Go does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_takes_created_at_from_the_fetch() {
+async fn the_worker_takes_created_at_from_the_message_or_the_fetch() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
@@ -533,7 +559,8 @@ async fn the_worker_takes_created_at_from_the_fetch() {
         c,
         ..
     } = shared_setup(&redis, "fetched_worker").await;
-    for read_states in [true, false] {
+    let cases = [(false, true), (false, false), (true, true), (true, false)];
+    for (i, (from_go, read_states)) in cases.into_iter().enumerate() {
         let server = Server::new(
             config(&queue),
             Arc::new(RewritingBroker {
@@ -545,8 +572,14 @@ async fn the_worker_takes_created_at_from_the_fetch() {
             Arc::new(machinist_core::memory::MemoryLock::new()),
         );
         machinist_testkit::tasks::register_all(&server);
-        let uuid = send_add(&server).await;
         let mut c = c.clone();
+        let uuid = if from_go {
+            let uuid = format!("task_{queue}_go_{i}");
+            send_as_go(&mut c, &queue, &uuid).await;
+            uuid
+        } else {
+            send_add(&server).await
+        };
         let sent: Vec<u8> = c.get(&uuid).await.unwrap();
         let sent = TaskState::from_slice(&sent).unwrap().created_at.unwrap();
         let worker = server.new_worker("w", 4).launch_async();
@@ -564,12 +597,16 @@ async fn the_worker_takes_created_at_from_the_fetch() {
             .await
             .unwrap();
         let rewritten = REWRITTEN.parse().unwrap();
-        let expected = if read_states { sent } else { rewritten };
+        let expected = if read_states || !from_go {
+            sent
+        } else {
+            rewritten
+        };
         assert_ne!(sent, rewritten);
         assert_eq!(
             done.created_at,
             Some(expected),
-            "CreatedAt with states read by the fetch: {read_states}"
+            "CreatedAt of a Go message: {from_go}, with states read by the fetch: {read_states}"
         );
         assert_eq!(done.task_name, "add");
     }
