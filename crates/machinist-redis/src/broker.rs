@@ -20,7 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
 use crate::backend::RedisBackend;
-use crate::batch::{Detached, command};
+use crate::batch::{Detached, Push, command};
 use crate::conn::{Backoff, Conn, RedisConnection};
 use crate::error::RedisError;
 use crate::keys::Keys;
@@ -33,12 +33,14 @@ use crate::scripts;
 /// ## Producing (exactly as Go)
 ///
 /// `RPUSH <routing key> <json>`; with an ETA in the future,
-/// `ZADD <delayed_tasks_key> <ETA in unix ns> <json>` instead. The same bytes a Go producer
-/// writes, in the same keys, so Go workers consume what machinist sends and the other way round.
-/// The `RPUSH` joins the connection's write queue: the pushes, acks, fetches and state writes
-/// of concurrent tasks go out as one pipeline per round (`batch.rs`), each caller still
-/// getting its own outcome. When the server's result backend is a [`RedisBackend`] on this
-/// same connection, a task's PENDING `SET` and its `RPUSH` go in one request, in that order
+/// `ZADD <delayed_tasks_key> <ETA in unix ns> <json>` instead. Go's JSON (plus machinist's
+/// `CreatedAt` key, which Go ignores) in the same keys, so Go workers consume what machinist
+/// sends and the other way round. The `RPUSH` joins the connection's write queue: the pushes,
+/// acks, fetches and state writes of concurrent tasks go out as one pipeline per round
+/// (`batch.rs`), each caller still getting its own outcome, and the round's pushes to one
+/// queue as one `RPUSH` of all their messages, in order, after the round's other commands.
+/// When the server's result backend is a [`RedisBackend`] on this same connection, a task's
+/// PENDING `SET` and its push go in one request, the `SET` first
 /// ([`Broker::publish_pending`]): sending a task costs one round trip, not two.
 ///
 /// ## Delayed tasks
@@ -247,9 +249,13 @@ impl Broker for RedisBroker {
             return Ok(());
         }
         let queue = self.queue_of(signature);
+        let push = Push {
+            key: queue.as_bytes(),
+            value: &body,
+        };
         self.inner
             .conn
-            .batched([command(&[b"RPUSH", queue.as_bytes(), &body])])
+            .batched_with([], push)
             .await
             .map(drop)
             .map_err(|e| RedisError::redis("publishing", queue, e).into_broker())
@@ -284,9 +290,13 @@ impl Broker for RedisBroker {
         }
         let set = redis.pending_command(ctx, state)?;
         let queue = self.queue_of(signature);
+        let push = Push {
+            key: queue.as_bytes(),
+            value: &body,
+        };
         self.inner
             .conn
-            .batched([set, command(&[b"RPUSH", queue.as_bytes(), &body])])
+            .batched_with([set], push)
             .await
             .map(drop)
             .map_err(|e| {

@@ -36,7 +36,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::batch::{Batcher, Detached, RequestStats};
+use crate::batch::{Batcher, Detached, Push, RequestStats};
 use crate::error::RedisError;
 use crate::options::RedisOptions;
 
@@ -412,6 +412,21 @@ impl RedisConnection {
         match &self.inner.batcher {
             Some(batcher) => batcher.run(cmds).await,
             None => crate::batch::direct(self.conn(), cmds).await,
+        }
+    }
+
+    /// [`RedisConnection::batched`], then `push` merged with the other pushes to its list that
+    /// leave in the same round (one `RPUSH` for all of them, `batch.rs`'s [`Push`]); the
+    /// outcome counts it as the last command. Without a write queue it is one more command of
+    /// the request.
+    pub(crate) async fn batched_with(
+        &self,
+        cmds: impl IntoIterator<Item = Cmd>,
+        push: Push<'_>,
+    ) -> redis::RedisResult<Value> {
+        match &self.inner.batcher {
+            Some(batcher) => batcher.run_with(cmds, Some(push)).await,
+            None => crate::batch::direct(self.conn(), cmds.into_iter().chain([push.cmd()])).await,
         }
     }
 
