@@ -5,11 +5,12 @@
 //! * Every write is `SET … EX results_expire_in`. PENDING replaces what is stored (as Go);
 //!   every other state carries `TaskName` and `CreatedAt` over from the stored state.
 //! * The worker's writes ([`Backend::set_task_state`], [`Backend::set_task_states`]) come with a
-//!   [`StateContext`]: `TaskName` is the signature's, and `CreatedAt` is read once per task —
-//!   by the broker's fetch script when broker and backend share a connection (the worker puts
-//!   it in the context from `Delivery::stored_state`), else one `GET` before the first write
-//!   (RECEIVED) — decoded and merged as Go's `mergeNewTaskState` does (GET, then SET), and
-//!   kept in the context, so every state (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY) is a
+//!   [`StateContext`]: `TaskName` is the signature's, and `CreatedAt` the message's own (a
+//!   machinist producer stamps it with its PENDING's, `Signature::created_at`) or, for a Go
+//!   producer's message, read once per task — by the broker's fetch script when broker and
+//!   backend share a connection (the worker puts it in the context from
+//!   `Delivery::stored_state`), else one `GET` before the first write (RECEIVED) — decoded and
+//!   merged as Go's `mergeNewTaskState` does (GET, then SET), and kept in the context, so every state (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY) is a
 //!   plain `SET … EX` with no read of its own and no script.
 //!   RECEIVED and STARTED go out together, as two `SET`s in one request (a reader can still
 //!   see each); a final state's `SET` and its `PUBLISH` (below) go together too.

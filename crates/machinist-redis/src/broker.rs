@@ -68,15 +68,17 @@ use crate::scripts;
 ///    moves up to the free prefetch (`LRANGE`, `LTRIM`, `RPUSH`: what that many
 ///    `LMOVE`s would do), queues in priority order; its `EVALSHA` joins the write queue. When
 ///    the worker's backend is a [`RedisBackend`] on this connection ([`Broker::consume_for`]),
-///    the script also returns each task's stored state (one `MGET` of the UUIDs the messages
-///    name), handed out as [`Delivery::stored_state`]: the worker's first state write needs no read
-///    of its own. The next fetch starts while the last one's messages are still being handed
+///    the script also returns the stored state of each task whose message has no `CreatedAt`
+///    (a Go producer's; one `MGET` of the UUIDs those messages name), handed out as
+///    [`Delivery::stored_state`]: the worker's first state write needs no read of its own (a
+///    machinist producer's message carries its PENDING's `CreatedAt`, which is all the worker
+///    wants from it). The next fetch starts while the last one's messages are still being handed
 ///    out, once an eighth of the prefetch is free again, so a worker rarely waits for one.
 ///    When every queue is empty the consumer blocks with `BLMOVE` on its **own connection**:
 ///    on the only queue for `block_timeout` (1 s), or with several queues on the first one for
 ///    `multi_queue_block` (250 ms) before looking at all of them again — so an idle consumer
-///    picks up a message on a secondary queue within that time (a message taken that way
-///    comes without its state: the worker reads it).
+///    picks up a message on a secondary queue within that time (a Go producer's message taken
+///    that way comes without its state: the worker reads it).
 /// 2. The message is handed to the worker. The worker acknowledges only after the task's
 ///    state is stored; `ack` is `LREM` from the processing list, queued on the write queue
 ///    and not waited for (the worker's slot is free at once; an ack that meets an outage is

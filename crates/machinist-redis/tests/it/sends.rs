@@ -381,11 +381,19 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
     let body = format!(r#"{{"Name":"add","RoutingKey":"{queue}","UUID":"{reordered}","Args":[]}}"#);
     let _: () = c.rpush(&queue, &body).await.unwrap();
     let _: () = c.set(reordered, "its state").await.unwrap();
+    // `CreatedAt` far from the end (not where machinist writes it): the state is read.
+    let early = "task_fetched_early";
+    let pad = "x".repeat(100);
+    let body = format!(
+        r#"{{"UUID":"{early}","CreatedAt":"2024-01-01T00:00:00Z","Name":"add","RoutingKey":"{queue}","Headers":{{"pad":"{pad}"}}}}"#
+    );
+    let _: () = c.rpush(&queue, &body).await.unwrap();
+    let _: () = c.set(early, "early's state").await.unwrap();
 
     let queues = std::slice::from_ref(&queue);
     let mut consumer = broker.consume_for(queues, 10, &backend).await.unwrap();
     let mut by_uuid = std::collections::HashMap::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let d = next_of(&mut consumer).await;
         by_uuid.insert(d.signature().unwrap().uuid, d);
     }
@@ -405,6 +413,11 @@ async fn a_fetch_brings_the_stored_states_when_the_backend_shares_the_connection
         by_uuid[reordered].stored_state.as_deref(),
         Some(&b"its state"[..]),
         "UUID after other fields"
+    );
+    assert_eq!(
+        by_uuid[early].stored_state.as_deref(),
+        Some(&b"early's state"[..]),
+        "CreatedAt where machinist does not write it"
     );
     for d in by_uuid.values() {
         d.ack().await.unwrap();
