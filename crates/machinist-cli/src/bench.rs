@@ -755,12 +755,16 @@ impl Bench {
         let elapsed = end.duration_since(t0);
         let usage = workers.child_usage();
         let (peak_rss_mb, cpu_s) = meter.finish(Some(&usage));
+        let own_cpu_s = meter.own_cpu();
         let server = self.server_use_since(server_before).await;
         workers.stop().await?;
         let mut outcome = Outcome::new(self, scenario, n, elapsed);
         outcome.server = server;
         outcome.peak_rss_mb = peak_rss_mb;
         outcome.cpu_s = cpu_s;
+        if self.children() > 0 {
+            outcome.producer_cpu_s = own_cpu_s;
+        }
         outcome.set_probe_latencies(env.probe.as_deref(), 0..n);
         self.verify_members(&env, n, &mut outcome).await?;
         env.finish(self).await;
@@ -1098,6 +1102,14 @@ impl Meter {
         }
     }
 
+    /// This process's CPU seconds since [`Meter::start`].
+    fn own_cpu(&self) -> Option<f64> {
+        match (self.cpu_before, sys::cpu_seconds(Pid::Current)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        }
+    }
+
     /// Peak RSS (MB) and CPU seconds: the worker processes' when there are some (`children`
     /// with figures), else this process's since [`Meter::start`].
     fn finish(&self, children: Option<&workers::ChildUsage>) -> (Option<f64>, Option<f64>) {
@@ -1106,11 +1118,7 @@ impl Meter {
         {
             return (usage.peak_rss_mb, usage.cpu_s);
         }
-        let cpu = match (self.cpu_before, sys::cpu_seconds(Pid::Current)) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        };
-        (sys::peak_rss_mb(Pid::Current), cpu)
+        (sys::peak_rss_mb(Pid::Current), self.own_cpu())
     }
 }
 
@@ -1127,6 +1135,10 @@ struct Outcome {
     rss_start_mb: Option<f64>,
     cpu_s: Option<f64>,
     cpu_scope: &'static str,
+    /// End to end with worker processes: this process's CPU seconds in the timed part (the
+    /// producers, and the bench watching the queue empty), which `cpu_s` (the workers') leaves
+    /// out.
+    producer_cpu_s: Option<f64>,
     chords: Option<usize>,
     succeeded: usize,
     /// What the Redis server did during the timed window: commands (every client's) and CPU
@@ -1164,6 +1176,7 @@ impl Outcome {
             } else {
                 "process"
             },
+            producer_cpu_s: None,
             chords: None,
             succeeded: 0,
             duplicates: None,
@@ -1262,6 +1275,11 @@ impl Outcome {
             }
             if let Some(rss) = self.rss_start_mb {
                 map.insert("rss_start_mb".into(), json!(round(rss, 1)));
+            }
+            if let Some(cpu) = self.producer_cpu_s.filter(|_| self.tasks > 0) {
+                #[allow(clippy::cast_precision_loss)]
+                let per_1000 = cpu * 1000.0 / self.tasks as f64;
+                map.insert("producer_cpu_s_per_1000".into(), json!(round(per_1000, 4)));
             }
             if let Some(server) = self.server.filter(|_| self.tasks > 0) {
                 #[allow(clippy::cast_precision_loss)]

@@ -182,6 +182,16 @@ fn sqlite_every_scenario_with_a_worker_process() {
     let chord = &lines[5];
     assert_eq!(chord["chords"], 6, "{chord}");
     assert_eq!(chord["cpu_scope"], "worker processes", "{chord}");
+    // End to end, the producers' CPU beside the worker processes': this process sent 300
+    // tasks, which cost it some CPU.
+    let e2e = &lines[2];
+    assert_eq!(e2e["scenario"], "end-to-end", "{e2e}");
+    assert!(
+        e2e["producer_cpu_s_per_1000"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "{e2e}"
+    );
 }
 
 #[test]
@@ -216,6 +226,8 @@ fn redis_end_to_end_beside_the_raw_floor() {
     // The server's own count: a task costs at least its PENDING, its push, its fetch share and
     // its states; the floor ran its three commands per task at some rate.
     let e2e = &lines[0];
+    // In-process, `cpu_s_per_1000` covers the producers too: no separate figure.
+    assert!(e2e.get("producer_cpu_s_per_1000").is_none(), "{e2e}");
     let per_task = e2e["server_commands_per_task"].as_f64().unwrap_or_default();
     assert!((4.0..30.0).contains(&per_task), "{e2e}");
     assert!(
