@@ -640,7 +640,8 @@ impl<'de> Deserialize<'de> for TaskResult {
 
 impl Serialize for Signature {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(19 + self.extra.len()))?;
+        let entries = 19 + usize::from(self.created_at.is_some()) + self.extra.len();
+        let mut m = s.serialize_map(Some(entries))?;
         m.serialize_entry("UUID", &self.uuid)?;
         m.serialize_entry("Name", &self.name)?;
         m.serialize_entry("RoutingKey", &self.routing_key)?;
