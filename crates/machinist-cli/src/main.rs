@@ -253,7 +253,28 @@ fn worker_main(args: worker::WorkerArgs) -> anyhow::Result<ExitCode> {
         "info",
     );
     let threads = usize::try_from(args.threads).unwrap_or(usize::MAX);
-    runtime_with(Some(threads))?.block_on(worker::run(args, config, log))
+    worker_runtime(threads)?.block_on(worker::run(args, config, log))
+}
+
+/// The worker's runtime: for one thread, tokio's current-thread runtime, where the fetch loop
+/// and every task it spawns run on the calling thread; for more, a multi-thread runtime with
+/// that many worker threads.
+///
+/// Why not a multi-thread runtime of one worker thread: there the fetch loop runs on the main
+/// thread and the tasks on the worker thread, so every task handed out, and every reply that
+/// wakes the loop, crosses threads (a futex wake, a park, a context switch). Worker processes
+/// spent 15% (Redis) to 30% (AMQP) less CPU per task on the current-thread runtime, lower in
+/// every alternating pair (BENCHMARKS.md, session 8). The bench's own process keeps the multi-thread runtime:
+/// its in-process runs put the producers on the main thread beside the worker's thread, and
+/// ran chords about 10% slower on one thread.
+fn worker_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    if threads > 1 {
+        return runtime_with(Some(threads));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 /// Changes the log filter of a running command.

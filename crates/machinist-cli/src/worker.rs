@@ -44,11 +44,12 @@ pub struct WorkerArgs {
         value_parser = PeriodicTaskConfig::parse_line
     )]
     pub periodic: Vec<PeriodicTaskConfig>,
-    /// Runtime threads. The example tasks never block a thread, so one is the default: on a
+    /// Runtime threads. The example tasks never block a thread, so one is the default, and
+    /// one means a single-thread runtime (the fetch loop and the tasks share the thread): on a
     /// two-core machine shared with Redis it ran 20–50% more tasks per second than one thread
-    /// per core, with a third less CPU per task (fewer wake-ups between threads; see
-    /// BENCHMARKS.md). More threads let more cores run task code; for more throughput on
-    /// Redis, run more worker processes.
+    /// per core, with a third less CPU per task, and the single-thread runtime another 15–30%
+    /// less (fewer wake-ups between threads; see BENCHMARKS.md). More threads let more cores
+    /// run task code; for more throughput on Redis, run more worker processes.
     #[arg(long, value_name = "N", env = "MACHINIST_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: u64,
     /// The worker's name in logs (Go's consumer tag).
