@@ -1267,17 +1267,34 @@ pub(crate) fn signature_to_vec(sig: &Signature) -> Result<Vec<u8>, serde_json::E
 /// A task state's Go JSON, written directly: the bytes of `TaskState`'s `Serialize` impl
 /// through [`GoFormatter`] (what `TaskState::to_vec` returns), in one pass.
 pub(crate) fn task_state_to_vec(st: &TaskState) -> Result<Vec<u8>, serde_json::Error> {
-    let created_at = go_time_or_zero::<serde_json::Error>(st.created_at.as_ref())?;
+    task_state_carrying_to_vec(st, "", None)
+}
+
+/// [`task_state_to_vec`], with `task_name` written where the state's is empty and `created_at`
+/// where it has none: what a backend carries over from the task's PENDING, without copying the
+/// state to fill them in.
+pub(crate) fn task_state_carrying_to_vec(
+    st: &TaskState,
+    task_name: &str,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let name = if st.task_name.is_empty() {
+        task_name
+    } else {
+        st.task_name.as_str()
+    };
+    let created_at =
+        go_time_or_zero::<serde_json::Error>(st.created_at.as_ref().or(created_at.as_ref()))?;
     let mut out = Vec::with_capacity(
         160 + st.task_uuid.len()
-            + st.task_name.len()
+            + name.len()
             + st.error.len()
             + st.results.as_ref().map_or(0, |r| 40 * r.len()),
     );
     out.extend_from_slice(b"{\"TaskUUID\":");
     write_str(&mut out, &st.task_uuid);
     out.extend_from_slice(b",\"TaskName\":");
-    write_str(&mut out, &st.task_name);
+    write_str(&mut out, name);
     out.extend_from_slice(b",\"State\":");
     write_str(&mut out, st.state.as_str());
     out.extend_from_slice(b",\"Results\":");
@@ -1621,6 +1638,40 @@ mod tests {
         assert_eq!(
             task_state_to_vec(&far).unwrap_err().to_string(),
             to_go_json(&far).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn carrying_writer_fills_only_what_the_state_lacks() {
+        let created = chrono::DateTime::from_timestamp(1_700_000_000, 5);
+        let own = chrono::DateTime::from_timestamp(1_600_000_000, 7);
+        let mut named = TaskState::success("t", vec![TaskResult::new(3i64)]);
+        named.task_name = "mine".into();
+        named.created_at = own;
+        for st in [
+            TaskState::received("t"),
+            TaskState::success("t", vec![TaskResult::new(3i64)]),
+            named,
+        ] {
+            let carried = task_state_carrying_to_vec(&st, "add", created).unwrap();
+            let mut filled = st.clone();
+            if filled.task_name.is_empty() {
+                filled.task_name = "add".into();
+            }
+            filled.created_at = filled.created_at.or(created);
+            assert_eq!(
+                String::from_utf8_lossy(&carried),
+                String::from_utf8_lossy(&task_state_to_vec(&filled).unwrap())
+            );
+            let back = TaskState::from_slice(&carried).unwrap();
+            assert_eq!(back.task_name, filled.task_name);
+            assert_eq!(back.created_at, filled.created_at);
+        }
+        // Nothing to carry: what `to_vec` writes.
+        let st = TaskState::started("t");
+        assert_eq!(
+            task_state_carrying_to_vec(&st, "", None).unwrap(),
+            task_state_to_vec(&st).unwrap()
         );
     }
 

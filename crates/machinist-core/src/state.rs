@@ -170,6 +170,19 @@ impl TaskState {
     pub fn to_vec(&self) -> crate::Result<Vec<u8>> {
         Ok(crate::codec::task_state_to_vec(self)?)
     }
+
+    /// Encodes the state as [`TaskState::to_vec`] would after filling in an empty `task_name`
+    /// and a missing `created_at` with these (what a backend carries over from the task's
+    /// PENDING), without copying the state.
+    pub fn to_vec_carrying(
+        &self,
+        task_name: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> crate::Result<Vec<u8>> {
+        Ok(crate::codec::task_state_carrying_to_vec(
+            self, task_name, created_at,
+        )?)
+    }
 }
 
 /// A group's stored metadata (Go's `tasks.GroupMeta`).

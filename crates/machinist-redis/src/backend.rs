@@ -283,14 +283,7 @@ impl RedisBackend {
                 }
                 match (&partial, ctx.created_at) {
                     (_, Some(created_at)) => {
-                        let mut s = state.clone();
-                        if s.task_name.is_empty() {
-                            s.task_name.clone_from(&ctx.task_name);
-                        }
-                        if s.created_at.is_none() {
-                            s.created_at = Some(created_at);
-                        }
-                        s.to_vec()?
+                        state.to_vec_carrying(&ctx.task_name, Some(created_at))?
                     }
                     (Some(stored), None) => {
                         let mut s = state.clone();

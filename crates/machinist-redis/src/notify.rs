@@ -102,7 +102,11 @@ impl Notices {
 
     /// The channel announcing writes of `task_uuid`'s state.
     pub(crate) fn channel(&self, task_uuid: &str) -> String {
-        format!("{}{task_uuid}", self.channel_prefix)
+        // One exact allocation, no formatting machinery: this runs once per task.
+        let mut channel = String::with_capacity(self.channel_prefix.len() + task_uuid.len());
+        channel.push_str(&self.channel_prefix);
+        channel.push_str(task_uuid);
+        channel
     }
 
     fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
