@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md in one go: builds machinist in release, starts a private
 # redis-server, and runs `machinist bench` on memory, SQLite and Redis (in-process workers and
-# worker processes) plus the peers (Celery on the same Redis, huey on SQLite), REPEAT times
+# worker processes) plus the peers (Celery and BullMQ on the same Redis, huey on SQLite), REPEAT times
 # each; then the 1,000,000-task backlogs once. Results go to OUT (default
 # bench/results/<UTC date-time>): one JSON line per scenario in <label>.<run>.jsonl, the
 # machine description in machine.txt, the medians as markdown in summary.md.
@@ -9,7 +9,8 @@
 #   bench/run-all.sh [OUT]
 #
 # Environment: TASKS (machinist tasks per scenario, 50000), PEER_TASKS (Celery and huey, 5000;
-# they run about 500 tasks/s), BACKLOG (1000000; 0 skips the backlog runs), REPEAT (3),
+# they run about 500 tasks/s), BULLMQ_TASKS (BullMQ, 20000: one Node worker process with
+# concurrency CONCURRENCY and PRODUCERS producers, as machinist's), BACKLOG (1000000; 0 skips the backlog runs), REPEAT (3),
 # CONCURRENCY (64), PRODUCERS (16), PROCESSES (worker processes of the `-procs` runs, 2),
 # PEER_CONCURRENCY (Celery prefork / huey process workers, 2), SKIP_PEERS=1, AMQP_URL (the
 # RabbitMQ of the AMQP runs, default amqp://guest:guest@127.0.0.1:5672/; skipped when nothing
@@ -23,6 +24,7 @@ out="${1:-$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 TASKS="${TASKS:-50000}"
 PEER_TASKS="${PEER_TASKS:-5000}"
+BULLMQ_TASKS="${BULLMQ_TASKS:-20000}"
 BACKLOG="${BACKLOG:-1000000}"
 REPEAT="${REPEAT:-3}"
 CONCURRENCY="${CONCURRENCY:-64}"
@@ -102,6 +104,11 @@ for run in $(seq 1 "$REPEAT"); do
         echo "BENCH_REDIS_URL=$REDIS_URL bench/celery/run.sh --tasks $PEER_TASKS --concurrency $PEER_CONCURRENCY --json" >> "$out/commands.txt"
         BENCH_REDIS_URL="$REDIS_URL" "$root/bench/celery/run.sh" --tasks "$PEER_TASKS" \
             --concurrency "$PEER_CONCURRENCY" --json > "$out/celery.$run.jsonl"
+        redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        echo "== bullmq run $run" >&2
+        echo "BENCH_REDIS_URL=$REDIS_URL bench/bullmq/run.sh --tasks $BULLMQ_TASKS --concurrency $CONCURRENCY --producers $PRODUCERS --json" >> "$out/commands.txt"
+        BENCH_REDIS_URL="$REDIS_URL" "$root/bench/bullmq/run.sh" --tasks "$BULLMQ_TASKS" \
+            --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json > "$out/bullmq.$run.jsonl"
         echo "== huey run $run" >&2
         echo "bench/huey/run.sh --tasks $PEER_TASKS --concurrency $PEER_CONCURRENCY --json" >> "$out/commands.txt"
         "$root/bench/huey/run.sh" --tasks "$PEER_TASKS" --concurrency "$PEER_CONCURRENCY" \

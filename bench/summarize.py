@@ -13,7 +13,7 @@ from collections import defaultdict
 ORDER = ["enqueue", "drain", "end-to-end", "no-results", "latency", "chord", "backlog"]
 BROKERS = {
     "memory": ["memory"],
-    "redis": ["redis", "redis-procs", "celery"],
+    "redis": ["redis", "redis-procs", "bullmq", "celery"],
     "sqlite": ["sqlite", "sqlite-procs", "huey"],
     "amqp": ["amqp", "amqp-procs"],
     "backlog": ["backlog-memory", "backlog-redis", "backlog-redis-procs", "backlog-sqlite-procs"],
@@ -30,6 +30,8 @@ TITLES = {
 def variant(label, line):
     if line.get("peer") == "celery":
         return f"Celery {line.get('peer_version', '')} (prefork -c {line.get('concurrency')})"
+    if line.get("peer") == "bullmq":
+        return f"BullMQ {line.get('peer_version', '')} (one Node worker, concurrency {line.get('concurrency')})"
     if line.get("peer") == "huey":
         return f"huey {line.get('peer_version', '')} (SqliteHuey, -k process -w {line.get('concurrency')})"
     procs = line.get("worker_processes", 0)
