@@ -263,10 +263,10 @@ fn worker_main(args: worker::WorkerArgs) -> anyhow::Result<ExitCode> {
 /// Why not a multi-thread runtime of one worker thread: there the fetch loop runs on the main
 /// thread and the tasks on the worker thread, so every task handed out, and every reply that
 /// wakes the loop, crosses threads (a futex wake, a park, a context switch). Worker processes
-/// spent 15% (Redis) to 30% (AMQP) less CPU per task on the current-thread runtime, lower in
-/// every alternating pair (BENCHMARKS.md, session 8). The bench's own process keeps the multi-thread runtime:
-/// its in-process runs put the producers on the main thread beside the worker's thread, and
-/// ran chords about 10% slower on one thread.
+/// spent 16% (Redis) to 27% (AMQP) less CPU per task on the current-thread runtime, lower in
+/// every alternating pair (BENCHMARKS.md, session 8). The bench's own process keeps the
+/// multi-thread runtime: its in-process runs put the producers on the main thread beside the
+/// worker's thread, and ran chords about 10% slower on one thread.
 fn worker_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     if threads > 1 {
         return runtime_with(Some(threads));

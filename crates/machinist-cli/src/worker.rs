@@ -47,7 +47,7 @@ pub struct WorkerArgs {
     /// Runtime threads. The example tasks never block a thread, so one is the default, and
     /// one means a single-thread runtime (the fetch loop and the tasks share the thread): on a
     /// two-core machine shared with Redis it ran 20–50% more tasks per second than one thread
-    /// per core, with a third less CPU per task, and the single-thread runtime another 15–30%
+    /// per core, with a third less CPU per task, and the single-thread runtime another 16–27%
     /// less (fewer wake-ups between threads; see BENCHMARKS.md). More threads let more cores
     /// run task code; for more throughput on Redis, run more worker processes.
     #[arg(long, value_name = "N", env = "MACHINIST_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
