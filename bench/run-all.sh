@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md in one go: builds machinist in release, starts a private
 # redis-server, and runs `machinist bench` on memory, SQLite and Redis (in-process workers and
-# worker processes) plus the peers (Celery and BullMQ on the same Redis, huey on SQLite), REPEAT times
-# each; then the 1,000,000-task backlogs once. Results go to OUT (default
-# bench/results/<UTC date-time>): one JSON line per scenario in <label>.<run>.jsonl, the
-# machine description in machine.txt, the medians as markdown in summary.md.
+# worker processes) plus the peers (Celery, BullMQ and apalis on the same Redis, huey on
+# SQLite), REPEAT times each; then the 1,000,000-task backlogs once. Results go to OUT
+# (default bench/results/<UTC date-time>): one JSON line per scenario in <label>.<run>.jsonl,
+# the machine description in machine.txt, the medians as markdown in summary.md.
 #
 #   bench/run-all.sh [OUT]
 #
 # Environment: TASKS (machinist tasks per scenario, 50000), PEER_TASKS (Celery and huey, 5000;
-# they run about 500 tasks/s), BULLMQ_TASKS (BullMQ, 20000: one Node worker process with
-# concurrency CONCURRENCY and PRODUCERS producers, as machinist's), BACKLOG (1000000; 0 skips the backlog runs), REPEAT (3),
-# CONCURRENCY (64), PRODUCERS (16), PROCESSES (worker processes of the `-procs` runs, 2),
-# PEER_CONCURRENCY (Celery prefork / huey process workers, 2), SKIP_PEERS=1, AMQP_URL (the
-# RabbitMQ of the AMQP runs, default amqp://guest:guest@127.0.0.1:5672/; skipped when nothing
-# answers; results go to the private Redis; the run's queues expire 10 minutes after use),
-# ONLY (labels to run, e.g. ONLY="memory redis amqp"; the labels are the result files' names).
+# they run about 500 tasks/s), RUST_NODE_TASKS (BullMQ and apalis, 20000: one worker process
+# with concurrency CONCURRENCY and PRODUCERS producers, as machinist's), BACKLOG (1000000; 0
+# skips the backlog runs), REPEAT (3), CONCURRENCY (64), PRODUCERS (16), PROCESSES (worker
+# processes of the `-procs` runs, 2), PEER_CONCURRENCY (Celery prefork / huey process workers,
+# 2), SKIP_PEERS=1, AMQP_URL (the RabbitMQ of the AMQP runs, default
+# amqp://guest:guest@127.0.0.1:5672/; skipped when nothing answers; results go to the private
+# Redis; the run's queues expire 10 minutes after use), ONLY (labels to run, peers' included,
+# e.g. ONLY="memory redis amqp" or ONLY="redis-procs bullmq apalis"; the labels are the result
+# files' names).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/bench/lib/common.sh"
@@ -24,7 +26,7 @@ out="${1:-$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 TASKS="${TASKS:-50000}"
 PEER_TASKS="${PEER_TASKS:-5000}"
-BULLMQ_TASKS="${BULLMQ_TASKS:-20000}"
+RUST_NODE_TASKS="${RUST_NODE_TASKS:-20000}"
 BACKLOG="${BACKLOG:-1000000}"
 REPEAT="${REPEAT:-3}"
 CONCURRENCY="${CONCURRENCY:-64}"
@@ -74,6 +76,19 @@ bench() {
     "$machinist" bench "${args[@]}" > "$out/$label.$run.jsonl"
 }
 
+# A peer's script (relative to the repository), its JSON lines in <label>.<run>.jsonl; skipped
+# like a machinist run when ONLY does not name it. BENCH_REDIS_URL, when set, is passed on.
+peer() {
+    local label="$1" run="$2" script="$3"
+    shift 3
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $label "* ]]; then
+        return 0
+    fi
+    echo "${BENCH_REDIS_URL:+BENCH_REDIS_URL=$BENCH_REDIS_URL }$script $*" >> "$out/commands.txt"
+    echo "== $label run $run" >&2
+    "$root/$script" "$@" > "$out/$label.$run.jsonl"
+}
+
 AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
 
 : > "$out/commands.txt"
@@ -100,19 +115,16 @@ for run in $(seq 1 "$REPEAT"); do
     fi
     if [ -z "${SKIP_PEERS:-}" ]; then
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
-        echo "== celery run $run" >&2
-        echo "BENCH_REDIS_URL=$REDIS_URL bench/celery/run.sh --tasks $PEER_TASKS --concurrency $PEER_CONCURRENCY --json" >> "$out/commands.txt"
-        BENCH_REDIS_URL="$REDIS_URL" "$root/bench/celery/run.sh" --tasks "$PEER_TASKS" \
-            --concurrency "$PEER_CONCURRENCY" --json > "$out/celery.$run.jsonl"
+        BENCH_REDIS_URL="$REDIS_URL" peer celery "$run" bench/celery/run.sh \
+            --tasks "$PEER_TASKS" --concurrency "$PEER_CONCURRENCY" --json
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
-        echo "== bullmq run $run" >&2
-        echo "BENCH_REDIS_URL=$REDIS_URL bench/bullmq/run.sh --tasks $BULLMQ_TASKS --concurrency $CONCURRENCY --producers $PRODUCERS --json" >> "$out/commands.txt"
-        BENCH_REDIS_URL="$REDIS_URL" "$root/bench/bullmq/run.sh" --tasks "$BULLMQ_TASKS" \
-            --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json > "$out/bullmq.$run.jsonl"
-        echo "== huey run $run" >&2
-        echo "bench/huey/run.sh --tasks $PEER_TASKS --concurrency $PEER_CONCURRENCY --json" >> "$out/commands.txt"
-        "$root/bench/huey/run.sh" --tasks "$PEER_TASKS" --concurrency "$PEER_CONCURRENCY" \
-            --json > "$out/huey.$run.jsonl"
+        BENCH_REDIS_URL="$REDIS_URL" peer bullmq "$run" bench/bullmq/run.sh \
+            --tasks "$RUST_NODE_TASKS" --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json
+        redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        BENCH_REDIS_URL="$REDIS_URL" peer apalis "$run" bench/apalis/run.sh \
+            --tasks "$RUST_NODE_TASKS" --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json
+        peer huey "$run" bench/huey/run.sh --tasks "$PEER_TASKS" \
+            --concurrency "$PEER_CONCURRENCY" --json
     fi
 done
 

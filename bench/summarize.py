@@ -13,7 +13,7 @@ from collections import defaultdict
 ORDER = ["enqueue", "drain", "end-to-end", "no-results", "latency", "chord", "backlog"]
 BROKERS = {
     "memory": ["memory"],
-    "redis": ["redis", "redis-procs", "bullmq", "celery"],
+    "redis": ["redis", "redis-procs", "bullmq", "apalis", "celery"],
     "sqlite": ["sqlite", "sqlite-procs", "huey"],
     "amqp": ["amqp", "amqp-procs"],
     "backlog": ["backlog-memory", "backlog-redis", "backlog-redis-procs", "backlog-sqlite-procs"],
@@ -32,6 +32,8 @@ def variant(label, line):
         return f"Celery {line.get('peer_version', '')} (prefork -c {line.get('concurrency')})"
     if line.get("peer") == "bullmq":
         return f"BullMQ {line.get('peer_version', '')} (one Node worker, concurrency {line.get('concurrency')})"
+    if line.get("peer") == "apalis":
+        return f"apalis {line.get('peer_version', '')} (apalis-redis, one worker process, concurrency {line.get('concurrency')})"
     if line.get("peer") == "huey":
         return f"huey {line.get('peer_version', '')} (SqliteHuey, -k process -w {line.get('concurrency')})"
     procs = line.get("worker_processes", 0)
