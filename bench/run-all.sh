@@ -118,8 +118,12 @@ for run in $(seq 1 "$REPEAT"); do
         BENCH_REDIS_URL="$REDIS_URL" peer celery "$run" bench/celery/run.sh \
             --tasks "$PEER_TASKS" --concurrency "$PEER_CONCURRENCY" --json
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
-        BENCH_REDIS_URL="$REDIS_URL" peer bullmq "$run" bench/bullmq/run.sh \
-            --tasks "$RUST_NODE_TASKS" --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json
+        if command -v npm >/dev/null; then
+            BENCH_REDIS_URL="$REDIS_URL" peer bullmq "$run" bench/bullmq/run.sh \
+                --tasks "$RUST_NODE_TASKS" --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json
+        else
+            echo "== bullmq skipped: no npm (Node.js) on PATH" >&2
+        fi
         redis-cli -p "$REDIS_PORT" flushall >/dev/null
         BENCH_REDIS_URL="$REDIS_URL" peer apalis "$run" bench/apalis/run.sh \
             --tasks "$RUST_NODE_TASKS" --concurrency "$CONCURRENCY" --producers "$PRODUCERS" --json

@@ -14,6 +14,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../lib/common.sh"
 
+command -v node >/dev/null && command -v npm >/dev/null \
+    || { echo "bench/bullmq: node and npm must be on PATH" >&2; exit 2; }
 dir="${BENCH_NODE_DIR:-$here/../.node-bullmq}"
 if [ -n "${BULLMQ_SPEC:-}${IOREDIS_SPEC:-}" ] || [ ! -f "$dir/node_modules/bullmq/package.json" ] \
     || [ ! -f "$dir/node_modules/ioredis/package.json" ]; then
