@@ -10,8 +10,10 @@
 //!   producer's message, read once per task — by the broker's fetch script when broker and
 //!   backend share a connection (the worker puts it in the context from
 //!   `Delivery::stored_state`), else one `GET` before the first write (RECEIVED) — decoded and
-//!   merged as Go's `mergeNewTaskState` does (GET, then SET), and kept in the context, so every state (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY) is a
-//!   plain `SET … EX` with no read of its own and no script.
+//!   merged as Go's `mergeNewTaskState` does (GET, then SET), and kept in the context, so
+//!   every state (RECEIVED, STARTED, SUCCESS, FAILURE, RETRY) is a plain `SET … EX` with no
+//!   read of its own and no script; the carried-over fields are written as the JSON is
+//!   encoded (`TaskState::to_vec_carrying`), without copying the state.
 //!   RECEIVED and STARTED go out together, as two `SET`s in one request (a reader can still
 //!   see each); a final state's `SET` and its `PUBLISH` (below) go together too.
 //! * Those requests (the merge `GET`, the `SET`s, a PENDING's `SET`) are not sent one by one:
@@ -286,9 +288,7 @@ impl RedisBackend {
                         state.to_vec_carrying(&ctx.task_name, Some(created_at))?
                     }
                     (Some(stored), None) => {
-                        let mut s = state.clone();
-                        s.merge_from(stored);
-                        s.to_vec()?
+                        state.to_vec_carrying(&stored.task_name, stored.created_at)?
                     }
                     // Nothing stored: written as it is, as Go does.
                     (None, None) => state.to_vec()?,
